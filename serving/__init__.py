@@ -1,0 +1,1 @@
+"""slimgate's gateway: serves registry variants (Ray Serve application, router, controller)."""

@@ -1,0 +1,47 @@
+"""The ``slimgate`` command: one entry point that gathers each package's sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from variants import cli as variants_cli
+from variants.recipe import RecipeError
+from variants.registry import RegistryError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimgate", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    variants_cli.add_commands(sub)
+    d = sub.add_parser("demo", help="the main job: build the variants of the reference task and show them")
+    d.add_argument("--recipe", default="quick", help="recipe to build (default: the quick profile)")
+    d.add_argument("--registry", default=None)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    ns = argparse.Namespace(
+        registry=args.registry, recipe=args.recipe, force=[], no_eval=False, no_baseline=False, quiet=False
+    )
+    rc = variants_cli.cmd_build(ns)
+    if rc == 0:
+        variants_cli.cmd_lineage(argparse.Namespace(registry=args.registry, image=None, all_versions=False))
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RecipeError, RegistryError, ValueError) as err:
+        print(f"slimgate: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slimgate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

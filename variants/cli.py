@@ -1,0 +1,238 @@
+"""``slimgate variants ...``: build, list, show, eval, lineage, deployable, baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from variants.registry import Registry, RegistryError, parse_ref
+
+REPORT_DIR = "_reports"
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("variants", help="build and inspect model variants")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help="registry root (default: $SLIMGATE_REGISTRY or ~/.local/share/slimgate/registry)",
+    )
+    vs = p.add_subparsers(dest="variants_cmd", required=True)
+
+    b = vs.add_parser("build", help="build every variant of a recipe, evaluate them, print the table")
+    b.add_argument("--recipe", default="default", help="recipe YAML path or a bundled name (default, quick)")
+    b.add_argument("--force", nargs="*", default=[], metavar="NAME", help="rebuild these even if unchanged")
+    b.add_argument("--no-eval", action="store_true", help="build only")
+    b.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_build)
+
+    e = vs.add_parser("eval", help="(re-)evaluate the latest version of each variant")
+    e.add_argument("--recipe", default="default")
+    e.add_argument("--remeasure", action="store_true", help="measure again even if nothing changed")
+    e.set_defaults(func=cmd_eval)
+
+    ls = vs.add_parser("list", help="all registered versions")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    sh = vs.add_parser("show", help="one variant's manifest")
+    sh.add_argument("ref", metavar="NAME[@VERSION]")
+    sh.set_defaults(func=cmd_show)
+
+    li = vs.add_parser("lineage", help="the lineage graph")
+    li.add_argument("--image", type=Path, default=None, help="also write the graph as a PNG here")
+    li.add_argument("--all-versions", action="store_true")
+    li.set_defaults(func=cmd_lineage)
+
+    d = vs.add_parser("deployable", help="mark a variant (not) deployable; refused when its gate failed")
+    d.add_argument("ref", metavar="NAME[@VERSION]")
+    d.add_argument("--off", action="store_true")
+    d.set_defaults(func=cmd_deployable)
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    return Registry(args.registry)
+
+
+def _report(reg: Registry, manifests, skipped, baseline, recipe_name: str) -> None:
+    from variants import report
+
+    out = reg.root / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {"recipe": recipe_name, "baseline_tfidf_logreg": baseline, "cpu_flags": cpu_flags()}
+    (out / "evaluation.json").write_text(report.as_json(manifests, extra), encoding="utf-8")
+    md = report.markdown(manifests, skipped)
+    if baseline:
+        md += (
+            f"\n\nBaseline (TF-IDF + logistic regression, same splits): accuracy {baseline['accuracy']:.4f}, "
+            f"macro-F1 {baseline['macro_f1']:.4f}"
+        )
+    (out / "evaluation.md").write_text(md + "\n", encoding="utf-8")
+    report.frontier_plot(manifests, out / "frontier.png")
+    print(md)
+    print(f"\nreport: {out / 'evaluation.md'}, {out / 'evaluation.json'}, {out / 'frontier.png'}")
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f in ("avx512f", "avx2"))
+
+
+def _log_to_stderr(quiet: bool) -> None:
+    logger = logging.getLogger("slimgate")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from variants.assessment import assess
+    from variants.pipeline import build
+    from variants.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    reg = _registry(args)
+    _log_to_stderr(args.quiet)
+    ctx, outcomes = build(recipe, reg, progress=not args.quiet, force=frozenset(args.force))
+    print("\nbuild:")
+    for o in outcomes:
+        detail = o.ref or ""
+        if o.reason:
+            detail += f" ({o.reason})"
+        print(
+            f"  {o.name:22s} {o.status:8s} {detail}  {o.seconds:.0f}s"
+            if o.status == "built"
+            else f"  {o.name:22s} {o.status:8s} {detail}"
+        )
+    if args.no_eval:
+        return 0
+    manifests = assess(
+        reg,
+        list(ctx.built.values()),
+        ctx.dataset,
+        recipe,
+        on_variant=lambda n: print(f"  evaluating {n} ...", file=sys.stderr),
+    )
+    baseline = None
+    if not args.no_baseline:
+        from variants.baseline import tfidf_logreg_baseline
+
+        baseline = tfidf_logreg_baseline(ctx.dataset)
+    skipped = [(o.name, o.reason or "") for o in outcomes if o.status == "skipped"]
+    print()
+    _report(reg, manifests, skipped, baseline, str(args.recipe))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from variants.assessment import assess
+    from variants.dataset import load_dataset
+    from variants.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    reg = _registry(args)
+    ds = load_dataset(
+        validation_fraction=recipe.data.validation_fraction,
+        test_fraction=recipe.data.test_fraction,
+        seed=recipe.data.seed,
+    )
+    manifests = assess(
+        reg,
+        reg.latest(),
+        ds,
+        recipe,
+        remeasure=args.remeasure,
+        on_variant=lambda n: print(f"  evaluating {n} ...", file=sys.stderr),
+    )
+    _report(reg, manifests, [], None, str(args.recipe))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    items = [reg.get(n, v) for n in reg.names() for v in reg.versions(n)]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "ref": m.ref,
+                        "backend": m.backend,
+                        "precision": m.precision,
+                        "gate": m.gate.status,
+                        "deployable": m.deployable,
+                    }
+                    for m in items
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not items:
+        print(f"no variants in {reg.root}")
+        return 0
+    print(
+        f"{'variant':28s} {'backend/precision':28s} {'size MB':>8s} {'accuracy':>9s} {'gate':9s} "
+        f"{'deployable':10s} created"
+    )
+    for m in items:
+        acc = f"{m.metrics['accuracy']:.4f}" if m.metrics else "-"
+        print(
+            f"{m.ref:28s} {m.backend + '/' + m.precision:28s} {m.size_bytes / 2**20:8.1f} {acc:>9s} "
+            f"{m.gate.status:9s} {str(m.deployable):10s} {m.created_at}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    m = reg.resolve(args.ref)
+    doc = m.model_dump(mode="json")
+    if doc.get("metrics"):
+        doc["metrics"].pop("predictions", None)
+    doc["path"] = str(reg.path(m.name, m.version))
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from variants import lineage
+
+    reg = _registry(args)
+    if args.all_versions:
+        manifests = [reg.get(n, v) for n in reg.names() for v in reg.versions(n)]
+    else:
+        manifests = reg.latest()
+    if not manifests:
+        print(f"no variants in {reg.root}")
+        return 0
+    print(lineage.text(manifests))
+    if args.image:
+        print(f"\nimage: {lineage.image(manifests, args.image)}")
+    return 0
+
+
+def cmd_deployable(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    name, version = parse_ref(args.ref)
+    m = reg.set_deployable(name, version, not args.off)
+    print(f"{m.ref}: deployable={m.deployable}")
+    return 0
+
+
+__all__ = ["add_commands", "RegistryError"]

@@ -1,0 +1,1 @@
+"""Shipped reference data for the variant factory (the WordNet noun snapshot and its data card)."""

@@ -1,0 +1,214 @@
+"""Loads the shipped WordNet noun snapshot and splits it into train/validation/test.
+
+Owns the canonical label order (``LABELS``), the snapshot location, the record validation and
+the headword-grouped, seed-stable split assignment that every other module relies on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+# WordNet 3.0 noun lexicographer files 03..28; plain sorted() order ("noun.Tops" first).
+LABELS: tuple[str, ...] = tuple(
+    sorted(
+        [
+            "noun.Tops",
+            "noun.act",
+            "noun.animal",
+            "noun.artifact",
+            "noun.attribute",
+            "noun.body",
+            "noun.cognition",
+            "noun.communication",
+            "noun.event",
+            "noun.feeling",
+            "noun.food",
+            "noun.group",
+            "noun.location",
+            "noun.motive",
+            "noun.object",
+            "noun.person",
+            "noun.phenomenon",
+            "noun.plant",
+            "noun.possession",
+            "noun.process",
+            "noun.quantity",
+            "noun.relation",
+            "noun.shape",
+            "noun.state",
+            "noun.substance",
+            "noun.time",
+        ]
+    )
+)
+SNAPSHOT_PATH: Path = Path(__file__).resolve().parent / "data" / "wordnet_nouns.jsonl.gz"
+
+_LABEL_INDEX = {label: i for i, label in enumerate(LABELS)}
+_REQUIRED_KEYS = ("offset", "label", "words", "text")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One synset as a classification example; ``headword`` is the lower-cased first lemma."""
+
+    text: str
+    label: str
+    headword: str
+    offset: str
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    examples: tuple[Example, ...]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.text for e in self.examples]
+
+    @property
+    def labels(self) -> list[str]:
+        return [e.label for e in self.examples]
+
+    @property
+    def label_ids(self) -> list[int]:
+        return [_LABEL_INDEX[e.label] for e in self.examples]
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 of one compact JSON array per example, in order; the split name is excluded."""
+        digest = hashlib.sha256()
+        for e in self.examples:
+            row = [e.offset, e.label, e.headword, e.text]
+            digest.update(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode())
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+    def subsample(self, n: int | None, seed: int) -> Split:
+        """Deterministic random subset of ``n`` examples, kept in their original order."""
+        if n is None or n >= len(self.examples):
+            return self
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        keep = sorted(random.Random(seed).sample(range(len(self.examples)), n))
+        return Split(self.name, tuple(self.examples[i] for i in keep))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    validation: Split
+    test: Split
+
+    def hashes(self) -> dict[str, str]:
+        return {s.name: s.content_hash for s in (self.train, self.validation, self.test)}
+
+
+def load_snapshot(path: Path | None = None) -> list[dict[str, Any]]:
+    """Read the gzip JSON-lines snapshot into raw records, validating every record."""
+    path = Path(path) if path is not None else SNAPSHOT_PATH
+    if not path.is_file():
+        raise FileNotFoundError(f"WordNet snapshot not found: {path}")
+    records: list[dict[str, Any]] = []
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                _check_record(record, f"{path}:{lineno}")
+                records.append(record)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"corrupt WordNet snapshot {path}: {exc}") from exc
+    if not records:
+        raise ValueError(f"WordNet snapshot {path} has no records")
+    return records
+
+
+def _check_record(record: object, where: str) -> None:
+    if not isinstance(record, dict) or any(k not in record for k in _REQUIRED_KEYS):
+        raise ValueError(f"{where}: record must be an object with keys {_REQUIRED_KEYS}")
+    if record["label"] not in _LABEL_INDEX:
+        raise ValueError(f"{where}: unknown label {record['label']!r}")
+    words = record["words"]
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+        raise ValueError(f"{where}: 'words' must be a non-empty list of strings")
+    if not isinstance(record["text"], str) or not record["text"].strip():
+        raise ValueError(f"{where}: 'text' must be a non-empty string")
+
+
+def _check_fractions(validation_fraction: float, test_fraction: float) -> None:
+    for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    if validation_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            "validation_fraction + test_fraction must be < 1, got "
+            f"{validation_fraction!r} + {test_fraction!r}"
+        )
+
+
+def _bucket(seed: int, headword: str) -> float:
+    """Uniform [0, 1) position of a headword; depends only on (seed, headword), never on the rest."""
+    digest = hashlib.sha256(f"{seed}\x00{headword}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def make_splits(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Dataset:
+    """Split records by headword so all senses of a first lemma land in the same split.
+
+    Records are ordered by offset inside each split, so the split contents (and hashes) do not
+    depend on the order of ``records``.
+    """
+    _check_fractions(validation_fraction, test_fraction)
+    parts: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
+    for record in sorted(records, key=lambda r: str(r["offset"])):
+        label = str(record["label"])
+        if label not in _LABEL_INDEX:
+            raise ValueError(f"record {record['offset']}: unknown label {label!r}")
+        headword = str(record["words"][0]).lower()
+        position = _bucket(seed, headword)
+        if position < test_fraction:
+            name = "test"
+        elif position < test_fraction + validation_fraction:
+            name = "validation"
+        else:
+            name = "train"
+        parts[name].append(Example(str(record["text"]), label, headword, str(record["offset"])))
+    splits = {name: Split(name, tuple(examples)) for name, examples in parts.items()}
+    return Dataset(train=splits["train"], validation=splits["validation"], test=splits["test"])
+
+
+def load_dataset(
+    path: Path | None = None,
+    *,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> Dataset:
+    """Load the snapshot and split it; see ``make_splits`` for the split rules."""
+    _check_fractions(validation_fraction, test_fraction)
+    return make_splits(
+        load_snapshot(path),
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )

