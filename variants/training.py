@@ -23,8 +23,9 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
+from variants.modeling import TextClassifier
 from variants.recipe import DEFAULT_TEACHER, DistillationConfig, TrainConfig
 from variants.tokenization import TOKENIZER_FILE, TextEncoder
 
@@ -52,38 +53,32 @@ def base_tokenizer_file(model: str) -> Path:
     return path
 
 
-def load_base_classifier(model: str, labels: Sequence[str]) -> nn.Module:
+def load_base_classifier(model: str, labels: Sequence[str]) -> TextClassifier:
     """The base encoder with a fresh classification head over ``labels`` (safetensors only)."""
     from transformers.utils import logging as hf_logging
 
-    # The head is new by design; transformers' "newly initialized weights" report is noise here.
+    # Loading an encoder checkpoint that has a pooler or MLM head we drop is expected here.
     hf_logging.set_verbosity_error()
-    return AutoModelForSequenceClassification.from_pretrained(
-        resolve_base_model(model),
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        use_safetensors=True,
-    )
+    return TextClassifier.from_pretrained_encoder(resolve_base_model(model), list(labels))
 
 
-def make_student(teacher: nn.Module, layers: Sequence[int]) -> nn.Module:
-    """A shallower copy of ``teacher`` keeping only ``layers`` (embeddings, pooler and head kept)."""
+def make_student(teacher: TextClassifier, layers: Sequence[int]) -> TextClassifier:
+    """A shallower copy of ``teacher`` keeping only ``layers`` (embeddings and head kept)."""
     n_teacher = teacher.config.num_hidden_layers
     bad = [i for i in layers if i >= n_teacher]
     if bad:
         raise ValueError(f"student.layers {list(layers)}: the teacher has only layers 0..{n_teacher - 1}")
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
-    student = AutoModelForSequenceClassification.from_config(config)
+    student = TextClassifier(config)
     mapped: dict[str, torch.Tensor] = {}
     for key, value in teacher.state_dict().items():
-        if ".encoder.layer." in key:
-            prefix, rest = key.split(".encoder.layer.", 1)
+        if ".layer." in key:
+            prefix, rest = key.split(".layer.", 1)
             idx, tail = rest.split(".", 1)
             if int(idx) not in layers:
                 continue
-            key = f"{prefix}.encoder.layer.{list(layers).index(int(idx))}.{tail}"
+            key = f"{prefix}.layer.{list(layers).index(int(idx))}.{tail}"
         mapped[key] = value.clone()
     student.load_state_dict(mapped, strict=True)
     return student

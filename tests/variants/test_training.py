@@ -24,9 +24,9 @@ def test_student_copies_the_chosen_teacher_layers(teacher):
     t, s = teacher.state_dict(), student.state_dict()
     for s_idx, t_idx in enumerate([1, 4]):
         key = "attention.self.query.weight"
-        assert torch.equal(s[f"bert.encoder.layer.{s_idx}.{key}"], t[f"bert.encoder.layer.{t_idx}.{key}"])
+        assert torch.equal(s[f"encoder.encoder.layer.{s_idx}.{key}"], t[f"encoder.encoder.layer.{t_idx}.{key}"])
     assert torch.equal(
-        s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"]
+        s["encoder.embeddings.word_embeddings.weight"], t["encoder.embeddings.word_embeddings.weight"]
     )
     assert torch.equal(s["classifier.weight"], t["classifier.weight"])
 
@@ -53,10 +53,11 @@ def test_fake_quantized_context_restores_plain_weights(teacher):
     student = make_student(teacher, [0])
     before = {k: v.clone() for k, v in student.state_dict().items()}
     ids = torch.tensor([[101, 2000, 102]])
+    mask = torch.ones_like(ids)
     with fake_quantized(student):
-        quant_logits = student(input_ids=ids).logits
+        quant_logits = student(input_ids=ids, attention_mask=mask).logits
         assert hasattr(student.classifier, "parametrizations")
-    plain_logits = student(input_ids=ids).logits
+    plain_logits = student(input_ids=ids, attention_mask=mask).logits
     assert not hasattr(student.classifier, "parametrizations")
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
     assert not torch.allclose(quant_logits, plain_logits)

@@ -1,4 +1,4 @@
-"""PyTorch backend: a transformers sequence classifier rebuilt from config.json + safetensors.
+"""PyTorch backend: the slimgate classifier rebuilt from config.json + safetensors.
 
 The weights are read with ``safetensors`` directly, never with ``torch.load``, so nothing is
 unpickled.
@@ -11,19 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig
+
+from variants.modeling import TextClassifier
 
 
-def build_model(folder: Path) -> torch.nn.Module:
-    config = AutoConfig.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_config(config)
+def build_model(folder: Path) -> TextClassifier:
+    model = TextClassifier(AutoConfig.from_pretrained(folder))
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # position_ids buffers are recreated by the model and may be absent from older checkpoints.
-    missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ValueError(
-            f"{folder}: weights do not match config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{folder}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model.eval()
 
@@ -37,9 +36,7 @@ class TorchBackend:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            out = self.model(
-                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
-            )
+            out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
         return out.logits.float().numpy()
 
 

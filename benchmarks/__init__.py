@@ -1,0 +1,1 @@
+"""slimgate benchmarks: scripts that print figures (never timed unit tests)."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything slimgate needs into ./.venv on a fresh machine (idempotent, safe to rerun).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+# torch first, pinned: this takes the CPU build on this machine's disk; an unpinned torch
+# (or one pulled in by another package) would download a multi-GB CUDA build.
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+.venv/bin/python -c "import torch, onnxruntime, ray, transformers, variants, serving" \
+  || { echo "bootstrap: the environment is incomplete" >&2; exit 1; }
