@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     retention = {m.name: (m.metrics or {}).get("retention") for m in manifests}
     base = med.get("teacher")
 
-    print(f"CPU flags: {' '.join(cpu_flags()) or 'none found'}; threads={a.threads}; batch={a.batch_size}; "
-          f"{a.rounds} interleaved rounds of {a.batches} batches (median shown)")
+    print(
+        f"CPU flags: {' '.join(cpu_flags()) or 'none found'}; threads={a.threads}; batch={a.batch_size}; "
+        f"{a.rounds} interleaved rounds of {a.batches} batches (median shown)"
+    )
     print(f"{'variant':22s} {'texts/s':>9s} {'vs teacher':>11s} {'retention':>10s}")
     for m in manifests:
         r = retention[m.name]
@@ -75,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         met = ratio >= speedup and ret is not None and ret >= min_ret
         ok &= met
         ret_s = "n/a" if ret is None else f"{ret:.4f}"
-        print(f"{fast} / {slow}: {ratio:.2f}x (target >= {speedup}x), retention {ret_s} "
-              f"(target >= {min_ret}) -> {'MET' if met else 'MISSED'}")
+        print(
+            f"{fast} / {slow}: {ratio:.2f}x (target >= {speedup}x), retention {ret_s} "
+            f"(target >= {min_ret}) -> {'MET' if met else 'MISSED'}"
+        )
     return 0 if ok else 1
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from serving import commands as gateway_commands
+from serving.config import ConfigError
+from serving.control import ControlError
 from variants import cli as variants_cli
 from variants.recipe import RecipeError
 from variants.registry import RegistryError
@@ -14,6 +17,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimgate", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     variants_cli.add_commands(sub)
+    gateway_commands.add_commands(sub)
     d = sub.add_parser("demo", help="the main job: build the variants of the reference task and show them")
     d.add_argument("--recipe", default="quick", help="recipe to build (default: the quick profile)")
     d.add_argument("--registry", default=None)
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, RegistryError, ValueError) as err:
+    except (RecipeError, RegistryError, ConfigError, ControlError, ValueError) as err:
         print(f"slimgate: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

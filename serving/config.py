@@ -99,6 +99,24 @@ class ResourcesSpec(_Section):
     )
 
 
+class FaultSpec(_Section):
+    """Deliberate degradation, for drills and demos of fallback, shadow comparison and rollback."""
+
+    delay_ms: Annotated[StrictFloat, Field(ge=0, le=60_000)] = Field(
+        0.0, description="Extra latency added to every call of this variant, in milliseconds."
+    )
+    error_rate: Annotated[StrictFloat, Field(ge=0, le=1)] = Field(
+        0.0, description="Share of calls that fail with an injected error."
+    )
+    flip_rate: Annotated[StrictFloat, Field(ge=0, le=1)] = Field(
+        0.0, description="Share of texts whose answer is replaced by the next label (a wrong model)."
+    )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.delay_ms or self.error_rate or self.flip_rate)
+
+
 class VariantSpec(_Section):
     ref: str = Field(
         description="Registry reference 'name@version', or 'name' for the latest version at deploy time."
@@ -117,6 +135,9 @@ class VariantSpec(_Section):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica reservation.")
     timeout_s: Annotated[StrictFloat, Field(gt=0)] | None = Field(
         None, description="Deadline of one call to this variant; null = limits.request_timeout_s."
+    )
+    faults: FaultSpec = Field(
+        default_factory=FaultSpec, description="Injected latency, errors or wrong answers (drills only)."
     )
 
     @field_validator("ref")
@@ -439,7 +460,8 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
 
 
 # -- what a change costs -----------------------------------------------------------------------
-_RESTART_FIELDS = {"ref", "backend", "batching", "threads", "resources"}
+# batching and faults reach running replicas through Ray Serve's user_config (reconfigure()).
+_RESTART_FIELDS = {"ref", "backend", "threads", "resources"}
 _RESCALE_FIELDS = {"replicas", "autoscaling"}
 
 

@@ -280,6 +280,7 @@ class DisagreementSample:
     shadow_label: str
     tv_distance: float | None
     at: float  # seconds since the epoch
+    request_id: str | None = None
 
 
 class DisagreementLog:
@@ -311,6 +312,7 @@ class DisagreementLog:
         tv_distance: float | None = None,
         *,
         at: float | None = None,
+        request_id: str | None = None,
     ) -> None:
         sample = DisagreementSample(
             text=text[: self.max_text_chars],
@@ -320,6 +322,7 @@ class DisagreementLog:
             shadow_label=shadow_label,
             tv_distance=None if tv_distance is None else float(tv_distance),
             at=self._clock() if at is None else at,
+            request_id=request_id,
         )
         with self._lock:
             self._ring.append(sample)

@@ -63,11 +63,19 @@ class Predictor:
 
 
 def load_variant(
-    name: str, version: int | None = None, *, registry: Registry | str | Path | None = None, threads: int = 1
+    name: str,
+    version: int | None = None,
+    *,
+    registry: Registry | str | Path | None = None,
+    threads: int = 1,
+    backend: str | None = None,
 ) -> Predictor:
-    """Verify and open a variant. Raises ``ChecksumMismatch`` before touching a tampered file."""
+    """Verify and open a variant. Raises ``ChecksumMismatch`` before touching a tampered file.
+
+    ``backend`` overrides the manifest's backend (e.g. an fp32 ONNX variant under TensorRT).
+    """
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     manifest = reg.verify(name, version)
     folder = reg.path(manifest.name, manifest.version)
-    backend = open_backend(manifest.backend, folder, list(manifest.files), threads)
-    return Predictor(manifest, folder, backend)
+    opened = open_backend(backend or manifest.backend, folder, list(manifest.files), threads)
+    return Predictor(manifest, folder, opened)

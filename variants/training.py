@@ -59,6 +59,7 @@ def load_base_classifier(model: str, labels: Sequence[str]) -> TextClassifier:
 
     # Loading an encoder checkpoint that has a pooler or MLM head we drop is expected here.
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     return TextClassifier.from_pretrained_encoder(resolve_base_model(model), list(labels))
 
 

@@ -317,13 +317,29 @@ def test_ref_change_restarts_only_that_variant():
     ("path", "value"),
     [
         ("variants.canary.backend", "onnxruntime"),
-        ("variants.canary.batching", {"max_batch_size": 32}),
         ("variants.canary.threads", 2),
         ("variants.canary.resources", {"num_cpus": 2.0}),
     ],
 )
 def test_what_a_replica_loads_or_runs_with_restarts_it(path, value):
     assert diff(parse_config(_base()), parse_config(_with(path, value))).restart == {"canary"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("variants.canary.batching", {"max_batch_size": 32}),
+        ("variants.canary.faults", {"delay_ms": 50.0}),
+    ],
+)
+def test_batching_and_faults_reconfigure_running_replicas(path, value):
+    change = diff(parse_config(_base()), parse_config(_with(path, value)))
+    assert change.lightweight and not change.restart and not change.rescale
+
+
+def test_fault_values_are_validated():
+    with pytest.raises(ConfigError, match=r"variants.canary.faults.error_rate"):
+        parse_config(_with("variants.canary.faults", {"error_rate": 1.5}))
 
 
 def test_scaling_changes_rescale_in_place():

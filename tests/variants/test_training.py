@@ -24,7 +24,9 @@ def test_student_copies_the_chosen_teacher_layers(teacher):
     t, s = teacher.state_dict(), student.state_dict()
     for s_idx, t_idx in enumerate([1, 4]):
         key = "attention.self.query.weight"
-        assert torch.equal(s[f"encoder.encoder.layer.{s_idx}.{key}"], t[f"encoder.encoder.layer.{t_idx}.{key}"])
+        assert torch.equal(
+            s[f"encoder.encoder.layer.{s_idx}.{key}"], t[f"encoder.encoder.layer.{t_idx}.{key}"]
+        )
     assert torch.equal(
         s["encoder.embeddings.word_embeddings.weight"], t["encoder.embeddings.word_embeddings.weight"]
     )

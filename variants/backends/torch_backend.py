@@ -36,7 +36,9 @@ class TorchBackend:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
+            out = self.model(
+                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+            )
         return out.logits.float().numpy()
 
 

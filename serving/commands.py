@@ -1,0 +1,179 @@
+"""``slimgate serve | apply | status | config``: run and change the gateway from its config file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from serving import control
+from serving.app import ROUTER_APP, gateway_from_serve_config, serve_config
+from serving.config import ConfigError, diff, json_schema, load_config, parse_config
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="start a local Ray cluster and serve the gateway (blocks; Ctrl-C stops)")
+    s.add_argument("config", nargs="?", type=Path, default=None, help="gateway config (default: bundled)")
+    s.add_argument(
+        "--metrics-port", type=int, default=8080, help="Ray metrics export port (Prometheus target)"
+    )
+    s.add_argument("--ready-file", type=Path, default=None, help="write the gateway URL here once it serves")
+    s.set_defaults(func=cmd_serve)
+
+    a = sub.add_parser("apply", help="apply a changed config to the running gateway")
+    a.add_argument("config", type=Path)
+    a.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
+    a.add_argument("--no-wait", action="store_true", help="return once Ray accepted the config")
+    a.set_defaults(func=cmd_apply)
+
+    st = sub.add_parser("status", help="variants, replicas, weights and config revision of the gateway")
+    st.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("config", help="gateway config tools")
+    cs = c.add_subparsers(dest="config_cmd", required=True)
+    v = cs.add_parser("validate", help="validate a config (and its variants against the registry)")
+    v.add_argument("config", type=Path)
+    v.add_argument("--no-registry", action="store_true")
+    v.set_defaults(func=cmd_validate)
+    sc = cs.add_parser("schema", help="print the JSON Schema of the gateway config")
+    sc.set_defaults(func=lambda _a: print(json.dumps(json_schema(), indent=2)) or 0)
+    rs = cs.add_parser("ray-serve", help="print the Ray Serve config (serve deploy / KubeRay serveConfigV2)")
+    rs.add_argument("config", type=Path)
+    rs.add_argument("--no-registry", action="store_true", help="do not pin versions from the registry")
+    rs.set_defaults(func=cmd_ray_serve)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    serve_config(cfg, check_registry=not args.no_registry)
+    from serving.config import config_revision
+
+    print(f"{args.config}: valid (revision {config_revision(cfg)})")
+    return 0
+
+
+def cmd_ray_serve(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = load_config(args.config)
+    print(yaml.safe_dump(serve_config(cfg, check_registry=not args.no_registry), sort_keys=False))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    serve_cfg = serve_config(cfg)  # refuses a config whose variants are missing or not deployable
+    token_env = cfg.admin.token_env
+    if not (os.environ.get(token_env) or cfg.admin.token):
+        os.environ[token_env] = secrets.token_urlsafe(24)
+        print(f"admin token (set ${token_env} to choose your own): {os.environ[token_env]}")
+    import ray
+    from ray import serve
+
+    # Replicas inherit this process's environment (the admin token) from the local raylet.
+    ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _metrics_export_port=args.metrics_port,
+        _system_config={"metrics_report_interval_ms": 2000},
+        log_to_driver=False,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        control.deploy(serve_cfg)
+        control.wait_running(serve_cfg)
+        url = f"http://{cfg.http.host}:{cfg.http.port}"
+        print(f"slimgate gateway serving at {url} (metrics: http://127.0.0.1:{args.metrics_port}/metrics)")
+        print(
+            f"  curl -s {url}/v1/predict -H 'content-type: application/json' "
+            '-d \'{"inputs": ["a large tree with hard wood"]}\''
+        )
+        if args.ready_file:
+            args.ready_file.write_text(url)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("slimgate: stopping the gateway", file=sys.stderr)
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def _running_gateway(dashboard: str):
+    st = control.status(dashboard)
+    apps = st.get("applications") or {}
+    router = apps.get(ROUTER_APP, {}).get("deployed_app_config")
+    found = gateway_from_serve_config({"applications": [router]} if router else {})
+    return st, found
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    new = load_config(args.config)
+    serve_cfg = serve_config(new)  # validation and registry checks happen before anything is sent
+    _, found = _running_gateway(args.dashboard)
+    if found is None:
+        raise control.ControlError(f"no slimgate gateway is running behind {args.dashboard}")
+    old = parse_config(found[0], "the running gateway")
+    change = diff(old, new)
+    if change.http:
+        raise ConfigError("http: the listen address cannot change on a running gateway; restart it instead")
+    if change.unchanged:
+        print(f"nothing to apply: the running gateway already has revision {found[1]}")
+        return 0
+    print("changes: " + ", ".join(change.paths))
+    print("restarts: " + (", ".join(sorted(change.restart)) or "none (applied in place)"))
+    control.deploy(serve_cfg, args.dashboard)
+    if not args.no_wait:
+        control.wait_running(serve_cfg, args.dashboard)
+    rev = serve_cfg["applications"][0]["deployments"][0]["user_config"]["revision"]
+    print(f"applied revision {rev}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st, found = _running_gateway(args.dashboard)
+    if found is None:
+        print(f"no slimgate gateway is running behind {args.dashboard}")
+        return 1
+    gateway, revision = found
+    weights = gateway["routing"]["weights"]
+    shadows = set(gateway.get("shadow", {}).get("variants", []))
+    apps = st.get("applications") or {}
+    rows = []
+    for key in sorted(gateway["variants"]):
+        app = apps.get("variant-" + key, {})
+        dep = next(iter((app.get("deployments") or {}).values()), {})
+        replicas = [r.get("state") for r in dep.get("replicas", [])]
+        ref = (
+            (app.get("deployed_app_config") or {}).get("args", {}).get("ref", gateway["variants"][key]["ref"])
+        )
+        role = "stable" if key == gateway["routing"]["stable"] else ("shadow" if key in shadows else "")
+        rows.append(
+            {
+                "variant": key,
+                "ref": ref,
+                "role": role,
+                "weight": weights.get(key, 0),
+                "status": dep.get("status", app.get("status", "MISSING")),
+                "replicas": f"{replicas.count('RUNNING')}/{len(replicas)}",
+            }
+        )
+    if args.json:
+        print(json.dumps({"revision": revision, "variants": rows}, indent=2))
+        return 0
+    print(f"config revision {revision}; router {apps.get(ROUTER_APP, {}).get('status', 'MISSING')}")
+    print(f"{'variant':20s} {'ref':24s} {'role':7s} {'weight':>6s} {'status':10s} replicas")
+    for r in rows:
+        line = f"{r['variant']:20s} {r['ref']:24s} {r['role']:7s} {r['weight']:6d} {r['status']:10s}"
+        print(f"{line} {r['replicas']}")
+    return 0

@@ -1,0 +1,112 @@
+"""One variant as a Ray Serve deployment: load, warm up, batch, predict.
+
+The replica loads its artifact through the registry (checksums verified) and the backend
+interface, then runs one warm-up inference in its constructor: Ray Serve marks a replica
+ready only when the constructor returns, so a variant whose model cannot load never
+receives traffic. Requests are batched with ``@serve.batch`` counting texts, not calls;
+batching and fault settings arrive through ``reconfigure`` (Ray Serve's ``user_config``),
+so changing them never restarts the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from serving.metrics import GatewayMetrics
+
+
+class InjectedFault(RuntimeError):
+    """An error the variant's fault settings asked for (drills only)."""
+
+
+class VariantReplica:
+    def __init__(
+        self, key: str, ref: str, registry: str | None, threads: int, backend: str | None = None
+    ) -> None:
+        from variants import Registry, load_variant
+        from variants.registry import parse_ref
+
+        name, version = parse_ref(ref)
+        self.key = key
+        self.predictor = load_variant(
+            name, version, registry=Registry(registry), threads=threads, backend=backend
+        )
+        self.version = self.predictor.version
+        self.name = self.predictor.name
+        self.metrics = GatewayMetrics()
+        self.faults: dict[str, float] = {}
+        self._rng = random.Random()
+        self.predictor.predict(["warm-up: a replica is ready only after one inference succeeds"])
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        batching = user_config.get("batching", {})
+        if "max_batch_size" in batching:
+            self.predict.set_max_batch_size(batching["max_batch_size"])
+        if "batch_wait_timeout_s" in batching:
+            self.predict.set_batch_wait_timeout_s(batching["batch_wait_timeout_s"])
+        self.faults = dict(user_config.get("faults", {}))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "version": self.version,
+            "labels": list(self.predictor.label_names),
+            "backend": self.predictor.manifest.backend,
+            "precision": self.predictor.manifest.precision,
+        }
+
+    @serve.batch(
+        max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda reqs: sum(map(len, reqs))
+    )
+    async def predict(self, requests: list[list[str]]) -> list[dict[str, Any]]:
+        texts = [t for r in requests for t in r]
+        self.metrics.observe("slimgate_batch_size", len(texts), variant=self.key)
+        start = time.perf_counter()
+        # The backend releases the GIL; running it off the event loop keeps the replica
+        # accepting (and batching) the next requests meanwhile.
+        probs = await asyncio.to_thread(self.predictor.predict_proba, texts)
+        probs = self._apply_faults(probs)
+        compute_s = time.perf_counter() - start
+        out, i = [], 0
+        for r in requests:
+            out.append(
+                {
+                    "probabilities": probs[i : i + len(r)],
+                    "variant": self.key,
+                    "name": self.name,
+                    "version": self.version,
+                    "compute_s": compute_s,
+                }
+            )
+            i += len(r)
+        return out
+
+    async def __call__(self, texts: list[str]) -> dict[str, Any]:
+        delay = self.faults.get("delay_ms", 0.0)
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        if self.faults.get("error_rate", 0.0) > self._rng.random():
+            raise InjectedFault(f"injected failure of variant {self.key}")
+        return await self.predict(texts)
+
+    def _apply_faults(self, probs: np.ndarray) -> np.ndarray:
+        rate = self.faults.get("flip_rate", 0.0)
+        if not rate:
+            return probs
+        flip = np.array([self._rng.random() < rate for _ in range(len(probs))])
+        # Rolling the probability vector by one label makes the answer wrong but well-formed.
+        probs = probs.copy()
+        probs[flip] = np.roll(probs[flip], 1, axis=1)
+        return probs
+
+
+def deployment(spec_options: dict[str, Any]):
+    """The Ray Serve deployment of :class:`VariantReplica` with one variant's options."""
+    return serve.deployment(VariantReplica).options(**spec_options)

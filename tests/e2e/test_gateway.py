@@ -1,0 +1,255 @@
+"""The gateway for real: Ray Serve over HTTP, started and changed through the slimgate CLI."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import TOKEN, slimgate
+
+TEXT = "a tall perennial woody plant having a main trunk and branches"
+
+
+def test_predict_answers_with_variant_version_and_request_id(gateway):
+    r = gateway.predict([TEXT, "a person who plays the violin"], top_k=2)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["variant"] in ("stable", "canary")
+    assert body["route"] in ("split", "sticky")
+    assert isinstance(body["version"], int) and body["model"] in ("student-int8", "student-int8-qat")
+    assert r.headers["x-request-id"] == body["request_id"] and len(body["request_id"]) == 32
+    assert r.headers["x-slimgate-variant"] == body["variant"]
+    assert r.headers["x-slimgate-model-version"] == str(body["version"])
+    assert len(body["outputs"]) == 2
+    for out in body["outputs"]:
+        assert out["label"].startswith("noun.") and len(out["top_k"]) == 2
+        assert out["top_k"][0]["label"] == out["label"]
+        assert out["top_k"][0]["probability"] >= out["top_k"][1]["probability"]
+
+
+def test_weighted_split_proportions(gateway):
+    n = 400
+    served = [gateway.predict([TEXT]).json()["variant"] for _ in range(n)]
+    canary = served.count("canary") / n
+    # 30% configured; binomial sd = sqrt(.3*.7/400) = 0.023 -> 4 sd band.
+    assert abs(canary - 0.30) < 0.092, canary
+
+
+def test_sticky_users_keep_their_variant_and_few_move_on_weight_change(gateway):
+    users = [f"user-{i}" for i in range(200)]
+
+    def assignment():
+        return {u: gateway.predict([TEXT], headers={"x-user-id": u}).json()["variant"] for u in users}
+
+    before = assignment()
+    assert assignment() == before  # same caller, same variant
+    gateway.apply(**{"routing.weights": {"stable": 50, "canary": 50}})
+    after = assignment()
+    moved = [u for u in users if before[u] != after[u]]
+    # Only callers in the moved 20% of the hash space change, and only towards the canary.
+    assert all(before[u] == "stable" and after[u] == "canary" for u in moved)
+    assert 0.08 < len(moved) / len(users) < 0.32
+    gateway.apply()
+
+
+def test_pin_header_forces_a_variant_and_rejects_unknown_ones(gateway):
+    r = gateway.predict([TEXT], headers={"x-slimgate-variant": "canary"})
+    assert r.status_code == 200 and r.json()["variant"] == "canary" and r.json()["route"] == "pinned"
+    r = gateway.predict([TEXT], headers={"x-slimgate-variant": "nope"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "unknown_variant"
+    assert "x-slimgate-variant" in r.json()["error"]["message"]
+
+
+def test_failing_candidate_falls_back_to_stable(gateway):
+    gateway.apply(**{"variants.canary.faults": {"error_rate": 1.0}})
+    try:
+        bodies = []
+        for i in range(60):
+            r = gateway.predict([TEXT], headers={"x-user-id": f"fb-{i}"})
+            assert r.status_code == 200, r.text
+            bodies.append(r.json())
+        fallbacks = [b for b in bodies if b["route"] == "fallback"]
+        assert fallbacks, "some callers hash to the canary and must have fallen back"
+        assert all(b["variant"] == "stable" for b in bodies)
+    finally:
+        gateway.apply()
+
+
+def _p50(gateway, n=30):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = gateway.predict([TEXT], headers={"x-slimgate-variant": "stable"})
+        times.append(time.perf_counter() - t)
+        assert r.status_code == 200
+    return statistics.median(times), r.json()
+
+
+def test_stalled_shadow_changes_neither_answer_nor_latency(gateway):
+    base_p50, base = _p50(gateway)
+    gateway.apply(**{"shadow.fraction": 1.0, "variants.shadow.faults": {"delay_ms": 3000.0}})
+    try:
+        p50, shadowed = _p50(gateway)
+        assert shadowed["outputs"] == base["outputs"]
+        # The shadow sleeps 3 s per call; the client must not wait for it.
+        assert p50 < base_p50 + 0.1, (p50, base_p50)
+        stats = gateway.admin("/admin/config").json()["shadow_in_flight"]
+        assert stats["dropped"] > 0 and stats["in_flight"] <= 4  # capped, never queued
+    finally:
+        gateway.apply()
+
+
+def test_shadow_disagreements_are_sampled_for_admins(gateway):
+    gateway.apply(**{"shadow.fraction": 1.0, "variants.shadow.faults": {"flip_rate": 1.0}})
+    try:
+        for i in range(5):
+            assert (
+                gateway.predict([f"{TEXT} {i}"], headers={"x-slimgate-variant": "stable"}).status_code == 200
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            body = gateway.admin("/admin/disagreements").json()
+            if body["total"] >= 5:
+                break
+            time.sleep(0.2)
+        assert body["total"] >= 5
+        sample = body["samples"][-1]
+        assert sample["served_variant"] == "stable" and sample["shadow_variant"] == "shadow"
+        assert sample["served_label"] != sample["shadow_label"] and TEXT in sample["text"]
+    finally:
+        gateway.apply()
+
+
+def test_reconfiguration_under_load_fails_no_request(gateway):
+    failures, done, stop = [], [0], threading.Event()
+
+    def client(i):
+        while not stop.is_set():
+            try:
+                r = gateway.predict([TEXT], headers={"x-user-id": f"load-{i}-{done[0]}"})
+                if r.status_code != 200:
+                    failures.append(r.text)
+            except Exception as err:  # noqa: BLE001 - any failure counts
+                failures.append(repr(err))
+            done[0] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        gateway.apply(**{"routing.weights": {"stable": 40, "canary": 60}})
+        gateway.apply(**{"shadow.fraction": 0.5})
+        # A changed artifact: the canary now serves another variant (its replicas restart).
+        gateway.apply(**{"variants.canary.ref": "teacher-onnx"})
+        gateway.apply()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert done[0] > 50
+    assert failures == []
+
+
+BAD = [
+    ("malformed JSON", b'{"inputs": [', {}, 400, "malformed_json"),
+    ("not UTF-8", b'{"inputs": ["\xff\xfe"]}', {}, 400, "invalid_encoding"),
+    ("empty body", b"", {}, 400, "empty_body"),
+    ("not an object", b'["a"]', {}, 422, "invalid_body"),
+    ("missing inputs", b'{"texts": ["a"]}', {}, 422, "missing_field"),
+    ("inputs not a list", b'{"inputs": "a"}', {}, 422, "invalid_field"),
+    ("non-string input", b'{"inputs": ["a", 3]}', {}, 422, "invalid_field"),
+    ("empty inputs", b'{"inputs": []}', {}, 422, "empty_inputs"),
+    ("blank text", b'{"inputs": ["   "]}', {}, 422, "empty_text"),
+    ("too many inputs", b'{"inputs": ["a","b","c","d","e","f","g","h","i"]}', {}, 422, "too_many_inputs"),
+    ("over-long text", b'{"inputs": ["' + b"x" * 301 + b'"]}', {}, 422, "text_too_long"),
+    ("bad top_k", b'{"inputs": ["a"], "top_k": 0}', {}, 422, "invalid_field"),
+    ("oversized body", b'{"inputs": ["' + b"x" * 5000 + b'"]}', {}, 413, "body_too_large"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "headers", "status", "code"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_a_named_4xx(gateway, case, body, headers, status, code):
+    r = gateway.client.post(
+        "/v1/predict", content=body, headers={"content-type": "application/json", **headers}
+    )
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"]
+
+
+def test_bad_input_harms_nothing(gateway):
+    before = slimgate("status", "--json").stdout
+    for _case, body, *_ in BAD:
+        gateway.client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert gateway.predict([TEXT]).status_code == 200
+    assert slimgate("status", "--json").stdout == before  # no replica restarted or changed
+
+
+def test_unknown_model_and_route(gateway):
+    r = gateway.client.post("/v2/models/ghost/infer", json={"inputs": []})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_model"
+    assert gateway.client.get("/v3/nothing").status_code == 404
+
+
+def test_admin_endpoints_need_the_token(gateway):
+    assert gateway.client.get("/admin/config").status_code == 401
+    r = gateway.client.get("/admin/config", headers={"authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    r = gateway.admin("/admin/config")
+    assert r.status_code == 200
+    assert r.json()["config"]["routing"]["stable"] == "stable"
+    assert TOKEN not in r.text
+
+
+def test_invalid_apply_is_rejected_and_the_gateway_untouched(gateway):
+    before = slimgate("status", "--json").stdout
+    proc = slimgate(
+        "apply", str(gateway.write_config(**{"routing.weights": {"stable": 70, "canary": 20}})), check=False
+    )
+    assert proc.returncode == 2
+    assert "routing.weights: must sum to 100, got 90" in proc.stderr
+    proc = slimgate(
+        "apply", str(gateway.write_config(**{"variants.canary.ref": "student-int8@99"})), check=False
+    )
+    assert proc.returncode == 2 and "canary" in proc.stderr
+    assert slimgate("status", "--json").stdout == before
+    assert gateway.predict([TEXT]).status_code == 200
+
+
+def test_status_shows_variants_weights_and_revision(gateway):
+    out = slimgate("status").stdout
+    assert "config revision" in out
+    for key in ("stable", "canary", "shadow"):
+        assert key in out
+    assert "1/1" in out
+
+
+def test_open_inference_protocol_round_trip_with_a_real_client(gateway):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(gateway.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("slimgate") and client.is_model_ready("canary")
+    meta = client.get_model_metadata("slimgate")
+    assert meta["inputs"][0] == {"name": "text", "datatype": "BYTES", "shape": [-1]}
+    texts = np.array([TEXT.encode(), b"a person who plays the violin"], dtype=object)
+    inp = triton.InferInput("text", [2], "BYTES")
+    inp.set_data_from_numpy(texts, binary_data=False)
+    outs = [
+        triton.InferRequestedOutput("label", binary_data=False),
+        triton.InferRequestedOutput("probabilities", binary_data=False),
+    ]
+    result = client.infer("stable", [inp], outputs=outs)
+    labels = result.as_numpy("label")
+    probs = result.as_numpy("probabilities")
+    assert probs.shape[0] == 2 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+    direct = gateway.predict(
+        [TEXT, "a person who plays the violin"], headers={"x-slimgate-variant": "stable"}
+    )
+    assert [x.decode() if isinstance(x, bytes) else x for x in labels] == [
+        o["label"] for o in direct.json()["outputs"]
+    ]
