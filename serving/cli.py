@@ -18,9 +18,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     variants_cli.add_commands(sub)
     gateway_commands.add_commands(sub)
-    d = sub.add_parser("demo", help="the main job: build the variants of the reference task and show them")
+    d = sub.add_parser("demo", help="the main job: build the variants, start the gateway, serve traffic")
     d.add_argument("--recipe", default="quick", help="recipe to build (default: the quick profile)")
     d.add_argument("--registry", default=None)
+    d.add_argument("--config", default=None, help="gateway config (default: serving/configs/default.yaml)")
+    d.add_argument("--requests", type=int, default=300, help="sample requests sent once the gateway is up")
+    d.add_argument("--metrics-port", type=int, default=8080)
+    d.add_argument("--exit", action="store_true", help="stop after the sample traffic instead of serving on")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -9,11 +9,12 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from serving import control
 from serving.app import ROUTER_APP, gateway_from_serve_config, serve_config
-from serving.config import ConfigError, diff, json_schema, load_config, parse_config
+from serving.config import ConfigError, GatewayConfig, diff, json_schema, load_config, parse_config
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +70,19 @@ def cmd_ray_serve(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+
+    def ready(url: str) -> None:
+        if args.ready_file:
+            args.ready_file.write_text(url)
+
+    run_gateway(cfg, args.metrics_port, on_ready=ready)
+    return 0
+
+
+def run_gateway(
+    cfg: GatewayConfig, metrics_port: int, on_ready: Callable[[str], None] | None = None, block: bool = True
+) -> None:
+    """Start a local Ray cluster, deploy the gateway, call ``on_ready(url)``, then serve until stopped."""
     serve_cfg = serve_config(cfg)  # refuses a config whose variants are missing or not deployable
     token_env = cfg.admin.token_env
     if not (os.environ.get(token_env) or cfg.admin.token):
@@ -81,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ray.init(
         include_dashboard=True,
         dashboard_host="127.0.0.1",
-        _metrics_export_port=args.metrics_port,
+        _metrics_export_port=metrics_port,
         _system_config={"metrics_report_interval_ms": 2000},
         log_to_driver=False,
     )
@@ -91,14 +105,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         control.deploy(serve_cfg)
         control.wait_running(serve_cfg)
         url = f"http://{cfg.http.host}:{cfg.http.port}"
-        print(f"slimgate gateway serving at {url} (metrics: http://127.0.0.1:{args.metrics_port}/metrics)")
+        print(f"slimgate gateway serving at {url} (metrics: http://127.0.0.1:{metrics_port}/metrics)")
         print(
             f"  curl -s {url}/v1/predict -H 'content-type: application/json' "
             '-d \'{"inputs": ["a large tree with hard wood"]}\''
         )
-        if args.ready_file:
-            args.ready_file.write_text(url)
-        while not stop.wait(0.5):
+        if on_ready:
+            on_ready(url)
+        while block and not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
@@ -106,7 +120,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("slimgate: stopping the gateway", file=sys.stderr)
         serve.shutdown()
         ray.shutdown()
-    return 0
 
 
 def _running_gateway(dashboard: str):

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TOKEN, slimgate
+from e2e_support import TOKEN, slimgate
 
 TEXT = "a tall perennial woody plant having a main trunk and branches"
 

@@ -243,6 +243,7 @@ def test_disagreement_log_keeps_the_last_n():
         "shadow_label": "y",
         "tv_distance": pytest.approx(0.7),
         "at": 123.0,
+        "request_id": None,
     }
     snap.clear()
     assert len(log.snapshot()) == 3  # a snapshot is a copy
