@@ -51,7 +51,7 @@ def _landed(sent: dict[str, Any], state: dict[str, Any]) -> bool:
     if deployed.get("args", {}) != sent.get("args", {}):
         return False
     got = {d.get("name"): d for d in deployed.get("deployments", [])}
-    return all(got.get(d["name"], {}).get("user_config") == d.get("user_config") for d in sent["deployments"])
+    return all(got.get(d["name"], {}).get("user_config") == d.get("user_config") for d in sent.get("deployments", []))
 
 
 def wait_running(

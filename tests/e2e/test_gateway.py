@@ -253,3 +253,23 @@ def test_open_inference_protocol_round_trip_with_a_real_client(gateway):
     assert [x.decode() if isinstance(x, bytes) else x for x in labels] == [
         o["label"] for o in direct.json()["outputs"]
     ]
+
+
+def test_metrics_are_exported_for_prometheus(gateway):
+    import httpx
+
+    from serving.metrics import PROMETHEUS_NAMES
+
+    for _ in range(5):
+        assert gateway.predict([TEXT]).status_code == 200
+    wanted = [PROMETHEUS_NAMES[n] for n in ("slimgate_requests", "slimgate_batch_size", "slimgate_weight")]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = httpx.get("http://127.0.0.1:18080/metrics", timeout=10).text
+        if all(w in text for w in wanted):
+            break
+        time.sleep(1)
+    for w in wanted:
+        assert w in text, w
+    requests = [line for line in text.splitlines() if line.startswith(PROMETHEUS_NAMES["slimgate_requests"])]
+    assert any('variant="stable"' in line and 'route="' in line for line in requests)
