@@ -3,8 +3,9 @@
     python -m benchmarks.variant_speed [--registry DIR] [--threads 2] [--rounds 5]
 
 Every variant sees the same batches of test texts (tokenization included) with the same
-intra-op thread count; rounds are interleaved (A B C A B C ...) so that a slow phase of the
-machine hits every variant alike, and the median round is reported. Prints the ratios the
+intra-op thread count. Each variant lives in its own process (so one runtime's spinning
+thread pool cannot slow the next), and rounds are interleaved (A B C A B C ...) so that a
+slow phase of the machine hits every variant alike; the median round is reported. Prints the ratios the
 variant-factory issue sets as targets, with the accuracy retention recorded at build time
 and the CPU's VNNI/AMX flags.
 """
@@ -12,8 +13,10 @@ and the CPU's VNNI/AMX flags.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import statistics
 import time
+from multiprocessing.connection import Connection
 
 from variants import Registry, load_variant
 from variants.cli import cpu_flags
@@ -24,6 +27,21 @@ TARGETS = [
     ("student-int8", "teacher", 8.0, 0.98),
     ("teacher-int8", "teacher-onnx", 2.0, 0.995),
 ]
+
+
+def _worker(conn: Connection, registry: str | None, name: str, version: int, threads: int,
+            batches: list[list[str]]) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    p = load_variant(name, version, registry=registry, threads=threads)
+    p.predict_proba(batches[0])  # warm-up: first-call allocations and kernel selection
+    conn.send("ready")
+    while conn.recv() == "run":
+        start = time.perf_counter()
+        for b in batches:
+            p.predict_proba(b)
+        conn.send(time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,19 +58,28 @@ def main(argv: list[str] | None = None) -> int:
     manifests = [reg.get(n) for n in (a.variants or reg.names())]
     if not manifests:
         raise SystemExit(f"no variants in {reg.root}; run `slimgate variants build` first")
-    predictors = {m.name: load_variant(m.name, m.version, registry=reg, threads=a.threads) for m in manifests}
     texts = load_dataset().test.texts
     batches = [texts[i * a.batch_size : (i + 1) * a.batch_size] for i in range(a.batches)]
-    for p in predictors.values():  # warm-up: first-call allocations and kernel selection
-        p.predict_proba(batches[0])
+    ctx = mp.get_context("spawn")
+    workers: dict[str, tuple[Connection, mp.Process]] = {}
+    for m in manifests:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(child, a.registry, m.name, m.version, a.threads, batches))
+        proc.start()
+        workers[m.name] = (parent, proc)
+    for conn, _ in workers.values():
+        conn.recv()
 
-    rates: dict[str, list[float]] = {n: [] for n in predictors}
-    for _ in range(a.rounds):
-        for name, p in predictors.items():
-            start = time.perf_counter()
-            for b in batches:
-                p.predict_proba(b)
-            rates[name].append(a.batches * a.batch_size / (time.perf_counter() - start))
+    rates: dict[str, list[float]] = {n: [] for n in workers}
+    try:
+        for _ in range(a.rounds):
+            for name, (conn, _) in workers.items():
+                conn.send("run")  # only this variant computes; the others wait on their pipe
+                rates[name].append(a.batches * a.batch_size / conn.recv())
+    finally:
+        for conn, proc in workers.values():
+            conn.send("stop")
+            proc.join(timeout=30)
     med = {n: statistics.median(r) for n, r in rates.items()}
     retention = {m.name: (m.metrics or {}).get("retention") for m in manifests}
     base = med.get("teacher")

@@ -7,9 +7,11 @@ Uses Ray's Serve REST API on the dashboard (loopback by default), the same decla
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
@@ -20,9 +22,22 @@ class ControlError(RuntimeError):
     """The Ray cluster could not be reached or refused a request."""
 
 
+def _ray_auth_headers() -> dict[str, str]:
+    """Ray's dashboard token, when the cluster uses token authentication (Ray's default since 2.5x).
+
+    Ray keeps it in ``$RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` (``$RAY_AUTH_TOKEN_PATH``).
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 def _request(method: str, url: str, body: dict | None = None, timeout: float = 30.0) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", **_ray_auth_headers()}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
@@ -51,7 +66,9 @@ def _landed(sent: dict[str, Any], state: dict[str, Any]) -> bool:
     if deployed.get("args", {}) != sent.get("args", {}):
         return False
     got = {d.get("name"): d for d in deployed.get("deployments", [])}
-    return all(got.get(d["name"], {}).get("user_config") == d.get("user_config") for d in sent.get("deployments", []))
+    return all(
+        got.get(d["name"], {}).get("user_config") == d.get("user_config") for d in sent.get("deployments", [])
+    )
 
 
 def wait_running(

@@ -9,8 +9,6 @@ variants off the response path. Everything it decides from arrives through
 weight change never restarts a replica.
 """
 
-from __future__ import annotations
-
 import asyncio
 import hmac
 import logging
@@ -50,7 +48,7 @@ class RouteTable:
     token: str | None
 
     @classmethod
-    def build(cls, cfg: GatewayConfig, revision: str, rng: random.Random) -> RouteTable:
+    def build(cls, cfg: GatewayConfig, revision: str, rng: random.Random) -> "RouteTable":
         weights = {k: w for k, w in cfg.routing.weights.items() if w > 0}
         env_token = (os.environ.get(cfg.admin.token_env) or "").strip()
         inline = cfg.admin.token.get_secret_value().strip() if cfg.admin.token else ""
@@ -94,6 +92,12 @@ async def _internal_error(_request: Request, err: Exception) -> JSONResponse:
     # Internals stay in the log; the client gets a stable, content-free 500.
     log.exception("unhandled error in the router: %s", err)
     return JSONResponse({"error": {"code": "internal", "message": "internal error"}}, status_code=500)
+
+
+def _request_id() -> str:
+    from ray.serve.context import _get_serve_request_context
+
+    return _get_serve_request_context().request_id or uuid.uuid4().hex
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -264,7 +268,7 @@ class Router:
         body: dict[str, Any],
         pinned: str | None = None,
     ) -> tuple[CallResult, str]:
-        request_id = uuid.uuid4().hex
+        request_id = _request_id()
         key, route = (pinned, "pinned") if pinned else self._choose(table, request, body)
         result = await self._serve(table, key, route, texts)
         self.metrics.inc("slimgate_requests", variant=result.key, route=result.route)

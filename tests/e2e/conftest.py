@@ -65,9 +65,11 @@ def gateway(registry_root, tmp_path_factory):
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
+            log.close()
             raise RuntimeError(f"gateway did not start:\n{(cfg_dir / 'serve.log').read_text()[-5000:]}")
         time.sleep(0.5)
     yield gw
+    gw.client.close()
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
