@@ -3,9 +3,10 @@
     python -m benchmarks.variant_speed [--registry DIR] [--threads 2] [--rounds 5]
 
 Every variant sees the same batches of test texts (tokenization included) with the same
-intra-op thread count. Each variant lives in its own process (so one runtime's spinning
-thread pool cannot slow the next), and rounds are interleaved (A B C A B C ...) so that a
-slow phase of the machine hits every variant alike; the median round is reported. Prints the ratios the
+intra-op thread count. Every measurement runs in a fresh process with no other variant
+alive (a runtime's idle, spinning thread pool would otherwise slow its neighbours), and
+rounds are interleaved (A B C A B C ...) so that a slow phase of the machine hits every
+variant alike; the median round is reported. Prints the ratios the
 variant-factory issue sets as targets, with the accuracy retention recorded at build time
 and the CPU's VNNI/AMX flags.
 """
@@ -29,19 +30,19 @@ TARGETS = [
 ]
 
 
-def _worker(conn: Connection, registry: str | None, name: str, version: int, threads: int,
-            batches: list[list[str]]) -> None:
+def _measure(
+    conn: Connection, registry: str | None, name: str, version: int, threads: int, batches: list[list[str]]
+) -> None:
     import torch
 
     torch.set_num_threads(threads)
     p = load_variant(name, version, registry=registry, threads=threads)
-    p.predict_proba(batches[0])  # warm-up: first-call allocations and kernel selection
-    conn.send("ready")
-    while conn.recv() == "run":
-        start = time.perf_counter()
-        for b in batches:
-            p.predict_proba(b)
-        conn.send(time.perf_counter() - start)
+    for b in batches[:3]:  # warm-up: first-call allocations and kernel selection
+        p.predict_proba(b)
+    start = time.perf_counter()
+    for b in batches:
+        p.predict_proba(b)
+    conn.send(time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,25 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     texts = load_dataset().test.texts
     batches = [texts[i * a.batch_size : (i + 1) * a.batch_size] for i in range(a.batches)]
     ctx = mp.get_context("spawn")
-    workers: dict[str, tuple[Connection, mp.Process]] = {}
-    for m in manifests:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(child, a.registry, m.name, m.version, a.threads, batches))
-        proc.start()
-        workers[m.name] = (parent, proc)
-    for conn, _ in workers.values():
-        conn.recv()
-
-    rates: dict[str, list[float]] = {n: [] for n in workers}
-    try:
-        for _ in range(a.rounds):
-            for name, (conn, _) in workers.items():
-                conn.send("run")  # only this variant computes; the others wait on their pipe
-                rates[name].append(a.batches * a.batch_size / conn.recv())
-    finally:
-        for conn, proc in workers.values():
-            conn.send("stop")
-            proc.join(timeout=30)
+    rates: dict[str, list[float]] = {m.name: [] for m in manifests}
+    for _ in range(a.rounds):
+        for m in manifests:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_measure, args=(child, a.registry, m.name, m.version, a.threads, batches)
+            )
+            proc.start()
+            rates[m.name].append(a.batches * a.batch_size / parent.recv())
+            proc.join()
     med = {n: statistics.median(r) for n, r in rates.items()}
     retention = {m.name: (m.metrics or {}).get("retention") for m in manifests}
     base = med.get("teacher")

@@ -250,6 +250,7 @@ def test_open_inference_protocol_round_trip_with_a_real_client(gateway):
     result = client.infer("stable", [inp], outputs=outs)
     labels = result.as_numpy("label")
     probs = result.as_numpy("probabilities")
+    client.close()
     assert probs.shape[0] == 2 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
     direct = gateway.predict(
         [TEXT, "a person who plays the violin"], headers={"x-slimgate-variant": "stable"}
