@@ -30,13 +30,29 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import os
+
+    from serving.config import load_config
+    from serving.demo import show_traffic
+
+    if args.registry:
+        os.environ["SLIMGATE_REGISTRY"] = str(args.registry)  # the gateway's replicas read the same root
     ns = argparse.Namespace(
         registry=args.registry, recipe=args.recipe, force=[], no_eval=False, no_baseline=False, quiet=False
     )
     rc = variants_cli.cmd_build(ns)
-    if rc == 0:
-        variants_cli.cmd_lineage(argparse.Namespace(registry=args.registry, image=None, all_versions=False))
-    return rc
+    if rc != 0:
+        return rc
+    variants_cli.cmd_lineage(argparse.Namespace(registry=args.registry, image=None, all_versions=False))
+    cfg = load_config(args.config)
+    print(f"\nstarting the gateway ({args.config or 'serving/configs/default.yaml'}) ...")
+    gateway_commands.run_gateway(
+        cfg,
+        args.metrics_port,
+        on_ready=lambda url: show_traffic(url, cfg.admin.token_env, args.requests),
+        block=not args.exit,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

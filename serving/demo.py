@@ -57,9 +57,12 @@ def show_traffic(url: str, token_env: str, requests: int) -> None:
     print(f"\nsending {requests} requests from the test split to {url}/v1/predict (sticky by x-user-id) ...")
     results = send_traffic(url, test.texts[:2000], requests)
     print(summarize(results))
-    sample, _ = _post(url + "/v1/predict", {"inputs": test.texts[:3]}, {})
+    picks = [test.examples[i] for i in range(0, len(test), len(test) // 3)][:3]
+    sample, _ = _post(url + "/v1/predict", {"inputs": [e.text for e in picks]}, {})
     print("\nexample answer:")
-    for text, out, truth in zip(test.texts[:3], sample["outputs"], test.labels[:3], strict=True):
+    for text, out, truth in zip(
+        [e.text for e in picks], sample["outputs"], [e.label for e in picks], strict=True
+    ):
         print(f"  {text[:60]!r:64s} -> {out['label']} ({out['probability']:.2f}); true: {truth}")
     token = os.environ.get(token_env, "")
     req = urllib.request.Request(url + "/admin/disagreements", headers={"authorization": f"Bearer {token}"})

@@ -145,10 +145,17 @@ def test_reconfiguration_under_load_fails_no_request(gateway):
     for t in threads:
         t.start()
     try:
+        start = replica_ids()
         gateway.apply(**{"routing.weights": {"stable": 40, "canary": 60}})
         gateway.apply(**{"shadow.fraction": 0.5})
-        # A changed artifact: the canary now serves another variant (its replicas restart).
+        assert replica_ids() == start  # weights and shadow are applied in place
+        # A changed artifact: the canary now serves another variant; only its replicas restart.
         gateway.apply(**{"variants.canary.ref": "teacher-onnx"})
+        after = replica_ids()
+        assert after["variant-canary"] != start["variant-canary"]
+        assert {k: v for k, v in after.items() if k != "variant-canary"} == {
+            k: v for k, v in start.items() if k != "variant-canary"
+        }
         gateway.apply()
     finally:
         stop.set()
@@ -156,6 +163,16 @@ def test_reconfiguration_under_load_fails_no_request(gateway):
             t.join()
     assert done[0] > 50
     assert failures == []
+
+
+def replica_ids() -> dict[str, set[str]]:
+    from serving import control
+
+    apps = control.status()["applications"]
+    return {
+        name: {r["replica_id"] for d in app["deployments"].values() for r in d["replicas"]}
+        for name, app in apps.items()
+    }
 
 
 BAD = [
