@@ -1,6 +1,7 @@
 """A bare Ray Serve deployment of one variant: the baseline the router's overhead is measured against.
 
-Same loading API, same backend, same request JSON, no routing, no batching, no shadow.
+It is the gateway's own variant replica (same loading, backend and ``@serve.batch`` settings)
+answering HTTP itself, so the only difference from ``/v1/predict`` is the router hop.
 """
 
 from __future__ import annotations
@@ -8,22 +9,16 @@ from __future__ import annotations
 from ray import serve
 from starlette.requests import Request
 
+from serving.replica import VariantReplica
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
-class BareVariant:
-    def __init__(self, ref: str) -> None:
-        from variants import load_variant
-        from variants.registry import parse_ref
 
-        name, version = parse_ref(ref)
-        self.predictor = load_variant(name, version, threads=1)
-
-    async def __call__(self, request: Request) -> dict:
+class BareVariant(VariantReplica):
+    async def __call__(self, request: Request) -> dict:  # type: ignore[override]
         body = await request.json()
-        p = self.predictor.predict(body["inputs"])
-        return {"labels": p.labels, "probabilities": p.probabilities.tolist()}
+        out = await self.predict(body["inputs"])
+        return {"labels": out["probabilities"].argmax(axis=1).tolist(), "variant": out["variant"]}
 
 
 def bare_app(args: dict):
-    """Import path for a declarative Serve config: ``benchmarks.bare:bare_app`` with ``{"ref": ...}``."""
-    return BareVariant.bind(args["ref"])
+    """Import path for a declarative Serve config: ``benchmarks.bare:bare_app``."""
+    return serve.deployment(BareVariant, name="Bare").bind("bare", args["ref"], args.get("registry"), 1)

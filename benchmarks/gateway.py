@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         # The bare baseline rides in the same declarative config, on its own route.
+        stable = next(x for x in cfg["applications"] if x["name"] == "variant-stable")
         cfg["applications"].append(
             {
                 "name": "bare",
                 "route_prefix": "/bare",
                 "import_path": "benchmarks.bare:bare_app",
-                "args": {"ref": a.variant},
+                "args": {"ref": stable["args"]["ref"], "registry": stable["args"]["registry"]},
+                "deployments": [{**stable["deployments"][0], "name": "Bare"}],
             }
         )
         return cfg

@@ -1,0 +1,231 @@
+"""Persistence of the controller: candidate states, rolled-back revisions and the audit log, in SQLite.
+
+This module owns the on-disk format of what the controller must not forget across a restart:
+each candidate's :class:`~.decide.CandidateState`, every (variant, revision) ever rolled back
+(so that a revision stays out even after other revisions were tracked in between), and an
+append-only audit log of every weight change and why it was made.
+
+Every write is one transaction, so a state and the audit entries that explain it land together
+or not at all. The audit table refuses UPDATE and DELETE with triggers, so no code path (nor a
+stray ``sqlite3`` shell session) can rewrite history; the triggers guard rows, not the file, and
+file permissions guard the rest. The store is safe to share between threads of one process.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serving.controller.decide import CandidateState, Phase
+
+SCHEMA_VERSION = 1
+_APPEND_ONLY = "audit log is append-only"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS candidates (
+    variant TEXT PRIMARY KEY,
+    revision TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rolled_back (
+    variant TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (variant, revision)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    weights_before TEXT NOT NULL,
+    weights_after TEXT NOT NULL,
+    signals TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END;
+"""
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be used (a newer schema, or a row this version cannot read)."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit record. ``weights_*``: the whole split (variant -> percent) around the change."""
+
+    actor: str
+    action: str
+    variant: str
+    revision: str
+    weights_before: Mapping[str, int]
+    weights_after: Mapping[str, int]
+    signals: Mapping[str, Any]
+    reason: str
+    at: float
+    id: int | None = field(default=None, compare=False)
+
+
+def _dump_state(s: CandidateState) -> str:
+    return json.dumps({**asdict(s), "phase": s.phase.value}, sort_keys=True)
+
+
+def _load_state(text: str) -> CandidateState:
+    try:
+        d = json.loads(text)
+        return CandidateState(**{**d, "phase": Phase(d["phase"])})
+    except (ValueError, TypeError, KeyError) as err:
+        raise StoreError(f"unreadable candidate state {text!r}: {err}") from None
+
+
+class StateStore:
+    """Candidate states, rolled-back revisions and the audit log in one SQLite file at ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE takes the write lock
+        # up front, so two processes never interleave a read-modify-write).
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        self._lock = threading.RLock()
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has store schema {version}; this slimgate reads {SCHEMA_VERSION}"
+                )
+            # WAL lets a CLI read the audit log while the controller writes.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- candidate states ----------------------------------------------------------------------
+    def load(self, variant: str) -> CandidateState | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM candidates WHERE variant = ?", (variant,)).fetchone()
+        return None if row is None else _load_state(row[0])
+
+    def all(self) -> list[CandidateState]:
+        with self._lock:
+            rows = self._db.execute("SELECT state FROM candidates ORDER BY variant").fetchall()
+        return [_load_state(r[0]) for r in rows]
+
+    def save(self, state: CandidateState, audit: Iterable[AuditEntry] = ()) -> list[AuditEntry]:
+        """Store ``state`` (and remember its revision if rolled back) with ``audit`` in one transaction."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO candidates (variant, revision, state) VALUES (?, ?, ?) "
+                "ON CONFLICT (variant) DO UPDATE SET revision = excluded.revision, state = excluded.state",
+                (state.variant, state.revision, _dump_state(state)),
+            )
+            if state.phase is Phase.ROLLED_BACK:
+                db.execute(
+                    "INSERT OR IGNORE INTO rolled_back (variant, revision, at, reason) VALUES (?, ?, ?, ?)",
+                    (state.variant, state.revision, state.since, state.last_reason),
+                )
+            return [self._insert(db, e) for e in audit]
+
+    def rolled_back(self, variant: str) -> frozenset[str]:
+        """Every revision of ``variant`` that was ever rolled back (for :func:`~.decide.track`)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT revision FROM rolled_back WHERE variant = ?", (variant,)
+            ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    # -- the audit log -------------------------------------------------------------------------
+    @staticmethod
+    def _insert(db: sqlite3.Connection, e: AuditEntry) -> AuditEntry:
+        cur = db.execute(
+            "INSERT INTO audit (at, actor, action, variant, revision, weights_before, weights_after, "
+            "signals, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                e.at,
+                e.actor,
+                e.action,
+                e.variant,
+                e.revision,
+                json.dumps(dict(e.weights_before), sort_keys=True),
+                json.dumps(dict(e.weights_after), sort_keys=True),
+                json.dumps(dict(e.signals), sort_keys=True),
+                e.reason,
+            ),
+        )
+        return AuditEntry(**{**asdict(e), "id": cur.lastrowid})
+
+    def append(
+        self,
+        actor: str,
+        action: str,
+        variant: str,
+        revision: str,
+        weights_before: Mapping[str, int],
+        weights_after: Mapping[str, int],
+        signals: Mapping[str, Any],
+        reason: str,
+        at: float,
+    ) -> AuditEntry:
+        """Add one entry to the audit log; there is no way to change or remove it afterwards."""
+        entry = AuditEntry(
+            actor, action, variant, revision, weights_before, weights_after, signals, reason, at
+        )
+        with self._tx() as db:
+            return self._insert(db, entry)
+
+    def entries(self, since: float | None = None, limit: int | None = None) -> list[AuditEntry]:
+        """Entries at or after ``since`` (clock seconds), oldest first; ``limit`` keeps the newest ones."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        where, args = ("WHERE at >= ?", [since]) if since is not None else ("", [])
+        query = f"SELECT * FROM audit {where} ORDER BY id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            cur = self._db.execute(query, args)
+            names = [c[0] for c in cur.description]
+            rows = cur.fetchall()
+        out = []
+        for row in reversed(rows):
+            d = dict(zip(names, row, strict=True))
+            for key in ("weights_before", "weights_after", "signals"):
+                d[key] = json.loads(d[key])
+            out.append(AuditEntry(**d))
+        return out

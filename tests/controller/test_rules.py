@@ -1,0 +1,147 @@
+"""Analysis rules: one threshold evaluator, three outcomes, and the default rule set."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from serving.controller.rules import Measurement, Outcome, Rule, default_rules, evaluate, evaluate_all
+
+P, F, N = Outcome.PASS, Outcome.FAIL, Outcome.NO_DATA
+
+
+def m(value: float | None, samples: int = 100) -> Measurement:
+    return Measurement(value, samples)
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "expected"),
+    [
+        (Rule(signal="error_rate", max=0.05), 0.01, P),
+        (Rule(signal="error_rate", max=0.05), 0.05, P),  # bounds are inclusive
+        (Rule(signal="error_rate", max=0.05), 0.051, F),
+        (Rule(signal="shadow_agreement", min=0.9), 0.95, P),
+        (Rule(signal="shadow_agreement", min=0.9), 0.9, P),
+        (Rule(signal="shadow_agreement", min=0.9), 0.89, F),
+        (Rule(signal="latency_p99_s", max=0.5), math.inf, F),  # above the top histogram bucket
+    ],
+)
+def test_absolute_bounds(rule: Rule, value: float, expected: Outcome) -> None:
+    assert evaluate(rule, m(value)) is expected
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [m(None), m(math.nan), m(0.0, samples=19), m(1.0, samples=0)],
+    ids=["no-series", "nan-0/0", "under-sampled-pass", "under-sampled-fail"],
+)
+def test_no_data_is_neither_pass_nor_fail(candidate: Measurement) -> None:
+    for rule in (Rule(signal="error_rate", max=0.05), Rule(signal="live_accuracy", min=0.8)):
+        assert evaluate(rule, candidate) is N
+
+
+def test_min_samples_is_the_threshold_for_data() -> None:
+    rule = Rule(signal="error_rate", max=0.05, min_samples=50)
+    assert evaluate(rule, m(0.5, samples=49)) is N
+    assert evaluate(rule, m(0.5, samples=50)) is F
+    assert evaluate(rule, m(0.0, samples=50)) is P
+
+
+def test_relative_max_is_a_factor_of_stable() -> None:
+    rule = Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True)
+    assert evaluate(rule, m(0.30), m(0.20)) is P
+    assert evaluate(rule, m(0.301), m(0.20)) is F
+    # A load spike that slows everything does not fail the candidate.
+    assert evaluate(rule, m(2.0), m(1.5)) is P
+
+
+def test_relative_min_is_a_factor_of_stable() -> None:
+    rule = Rule(signal="live_accuracy", min=0.98, relative_to_stable=True)
+    assert evaluate(rule, m(0.882), m(0.9)) is P
+    assert evaluate(rule, m(0.881), m(0.9)) is F
+
+
+def test_relative_rule_without_stable_data_is_no_data() -> None:
+    rule = Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, min_samples=10)
+    bad = m(100.0)  # would fail against any stable value
+    assert evaluate(rule, bad, None) is N
+    assert evaluate(rule, bad, m(None)) is N
+    assert evaluate(rule, bad, m(0.1, samples=9)) is N
+    assert evaluate(rule, bad, m(0.1, samples=10)) is F
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "needle"),
+    [
+        ({"signal": "error_rate"}, "max", "exactly one of max or min"),
+        ({"signal": "error_rate", "max": 0.1, "min": 0.0}, "max", "exactly one of max or min"),
+        ({"signal": "error_rate", "max": 5.0}, "max", "within [0, 1]"),
+        ({"signal": "shadow_agreement", "min": -0.1}, "min", "within [0, 1]"),
+        ({"signal": "latency_p99_s", "max": 0.0, "relative_to_stable": True}, "max", "must be > 0"),
+        ({"signal": "latency_p99_s", "max": math.inf}, "max", "finite"),
+    ],
+)
+def test_bad_rules_name_their_field(kwargs: dict, field: str, needle: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Rule(**kwargs)
+    (err,) = info.value.errors()
+    ((path, msg),) = err["ctx"]["problems"]
+    assert path == field and needle in msg
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"signal": "p50", "max": 1.0},
+        {"signal": "error_rate", "max": 0.1, "threshold": 1},
+        {"signal": "error_rate", "max": "0.1"},
+        {"signal": "error_rate", "max": 0.1, "min_samples": 0},
+    ],
+    ids=["unknown-signal", "unknown-field", "string-number", "zero-samples"],
+)
+def test_rule_schema_is_strict(kwargs: dict) -> None:
+    with pytest.raises(ValidationError):
+        Rule(**kwargs)
+
+
+def test_rule_names_say_direction() -> None:
+    assert Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True).name == "latency_p99_s<=1.5x_stable"
+    assert Rule(signal="error_rate", max=0.05).name == "error_rate<=0.05"
+    assert Rule(signal="shadow_agreement", min=0.9).name == "shadow_agreement>=0.9"
+
+
+def test_default_rules() -> None:
+    rules = {r.signal: r for r in default_rules(None)}
+    assert set(rules) == {"latency_p99_s", "error_rate", "fallback_rate", "drift_psi", "shadow_agreement"}
+    lat = rules["latency_p99_s"]
+    assert (lat.max, lat.relative_to_stable) == (1.5, True)
+    assert rules["error_rate"].max == rules["fallback_rate"].max == 0.05
+    assert rules["drift_psi"].max == 0.2
+    assert rules["shadow_agreement"].min == 0.9
+    agreement = {r.signal: r for r in default_rules(0.96)}["shadow_agreement"]
+    assert agreement.min == pytest.approx(0.94)
+    assert {r.signal: r for r in default_rules(0.96, margin=0.1)}["shadow_agreement"].min == pytest.approx(
+        0.86
+    )
+    with pytest.raises(ValueError, match="lineage_agreement"):
+        default_rules(1.5)
+
+
+def test_evaluate_all_keys_by_rule_name_and_treats_missing_as_no_data() -> None:
+    rules = default_rules(None)
+    out = evaluate_all(
+        rules,
+        {"latency_p99_s": m(0.2), "error_rate": m(0.2), "shadow_agreement": m(0.95)},
+        {"latency_p99_s": m(0.2)},
+    )
+    assert out == {
+        "latency_p99_s<=1.5x_stable": P,
+        "error_rate<=0.05": F,
+        "fallback_rate<=0.05": N,
+        "drift_psi<=0.2": N,
+        "shadow_agreement>=0.9": P,
+    }
+    with pytest.raises(ValueError, match="more than once"):
+        evaluate_all([rules[1], rules[1]], {})

@@ -1,0 +1,164 @@
+"""SQLite persistence: states survive a restart, rollbacks are remembered, the audit log is append-only."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serving.controller.decide import CandidateState, Phase, Policy, abort, step, track
+from serving.controller.rules import Outcome
+from serving.controller.store import SCHEMA_VERSION, AuditEntry, StateStore, StoreError
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "nested" / "controller.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[StateStore]:
+    with StateStore(db_path) as s:
+        yield s
+
+
+def candidate(variant: str = "tiny", revision: str = "tiny@1#aa") -> CandidateState:
+    return track(None, variant, revision, Policy(), 100.0, weight=5)[0]
+
+
+def entry(at: float, action: str = "advance", **kw: object) -> AuditEntry:
+    fields = {
+        "actor": "controller",
+        "action": action,
+        "variant": "tiny",
+        "revision": "tiny@1#aa",
+        "weights_before": {"base": 95, "tiny": 5},
+        "weights_after": {"base": 75, "tiny": 25},
+        "signals": {"error_rate<=0.05": "pass"},
+        "reason": "2 passing intervals in a row at 5%",
+        "at": at,
+    }
+    return AuditEntry(**{**fields, **kw})
+
+
+def args(e: AuditEntry) -> dict[str, object]:
+    """The keyword arguments of ``append`` that would write ``e``."""
+    return {k: v for k, v in vars(e).items() if k != "id"}
+
+
+def test_state_round_trip_and_restart(db_path: Path) -> None:
+    state = step(candidate(), {"x": Outcome.PASS}, Policy(), 160.0)[0]
+    other = candidate("small", "small@3#cc")
+    with StateStore(db_path) as s:
+        assert s.load("tiny") is None and s.all() == []
+        s.save(state)
+        s.save(other)
+        assert s.load("tiny") == state
+    with StateStore(db_path) as s:  # a new process opening the same file
+        assert s.load("tiny") == state and s.load("tiny").phase is Phase.PROGRESSING
+        assert s.all() == [other, state]  # by variant name
+        newer = step(state, {"x": Outcome.PASS}, Policy(), 220.0)[0]
+        s.save(newer)
+        assert s.load("tiny") == newer and len(s.all()) == 2
+
+
+def test_rolled_back_revisions_are_remembered_across_revisions_and_restarts(db_path: Path) -> None:
+    policy = Policy()
+    with StateStore(db_path) as s:
+        first = abort(candidate(), 200.0)[0]
+        s.save(first)
+        # Revision 2 replaces revision 1 as the variant's state...
+        s.save(track(first, "tiny", "tiny@2#bb", policy, 300.0)[0])
+    with StateStore(db_path) as s:
+        assert s.load("tiny").revision == "tiny@2#bb"
+        assert s.rolled_back("tiny") == {"tiny@1#aa"} and s.rolled_back("small") == frozenset()
+        # ...and when the config returns to revision 1, it is refused.
+        state, actions = track(
+            s.load("tiny"), "tiny", "tiny@1#aa", policy, 400.0, rolled_back=s.rolled_back("tiny")
+        )
+        assert state.phase is Phase.ROLLED_BACK and actions[0].weight == 0
+
+
+def test_save_writes_state_and_audit_in_one_transaction(store: StateStore) -> None:
+    state = candidate()
+    bad = entry(1.0, reason=None)  # NOT NULL violation inside the transaction
+    with pytest.raises(sqlite3.IntegrityError):
+        store.save(state, [entry(1.0), bad])
+    assert store.load("tiny") is None and store.entries() == []
+    saved = store.save(state, [entry(1.0), entry(2.0)])
+    assert [e.id for e in saved] == [1, 2]
+    assert store.load("tiny") == state and len(store.entries()) == 2
+
+
+def test_audit_append_and_read_back(store: StateStore) -> None:
+    first = store.append(**args(entry(10.0)))
+    assert first.id == 1
+    store.append(
+        "operator:ana",
+        "rollback",
+        "tiny",
+        "tiny@1#aa",
+        {"base": 75, "tiny": 25},
+        {"base": 100, "tiny": 0},
+        {},
+        "operator abort",
+        20.0,
+    )
+    store.append("controller", "advance", "small", "small@3#cc", {}, {}, {"nan": float("nan")}, "r", 30.0)
+    got = store.entries()
+    assert [e.at for e in got] == [10.0, 20.0, 30.0] and [e.id for e in got] == [1, 2, 3]
+    assert got[0] == entry(10.0)
+    assert got[1].weights_after == {"base": 100, "tiny": 0} and got[1].actor == "operator:ana"
+    assert [e.at for e in store.entries(since=20.0)] == [20.0, 30.0]
+    assert [e.at for e in store.entries(limit=2)] == [20.0, 30.0]  # the newest, oldest first
+    assert [e.at for e in store.entries(since=10.0, limit=1)] == [30.0]
+    assert store.entries(limit=0) == []
+    with pytest.raises(ValueError, match="limit"):
+        store.entries(limit=-1)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit SET reason = 'nothing happened' WHERE id = 1",
+        "UPDATE audit SET at = 0",
+        "DELETE FROM audit WHERE id = 1",
+        "DELETE FROM audit",  # without WHERE, SQLite would truncate if no trigger were there
+    ],
+)
+def test_audit_log_refuses_update_and_delete(store: StateStore, db_path: Path, sql: str) -> None:
+    store.append(**args(entry(10.0)))
+    raw = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute(sql)
+        raw.rollback()
+    finally:
+        raw.close()
+    assert store.entries() == [entry(10.0)]
+
+
+def test_store_has_no_way_to_change_the_audit_log() -> None:
+    public = {n for n in dir(StateStore) if not n.startswith("_")}
+    assert public == {"load", "save", "all", "rolled_back", "append", "entries", "close"}
+
+
+def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    with StateStore(db_path):
+        pass
+    raw = sqlite3.connect(db_path)
+    raw.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(StoreError, match="schema"):
+        StateStore(db_path)
+
+
+def test_an_unreadable_state_is_a_store_error(store: StateStore, db_path: Path) -> None:
+    raw = sqlite3.connect(db_path)
+    with raw:
+        raw.execute("INSERT INTO candidates VALUES ('odd', 'r', '{\"variant\": \"odd\"}')")
+    raw.close()
+    with pytest.raises(StoreError, match="unreadable"):
+        store.load("odd")
