@@ -175,8 +175,9 @@ class VariantSpec(_Section):
         opts: dict[str, Any] = {
             "ray_actor_options": actor,
             # Ray's default (5) would cap a replica below one full batch; allow one batch running
-            # and one filling.
-            "max_ongoing_requests": 2 * self.batching.max_batch_size,
+            # and one filling, and never so few that callers fall into Ray's retry backoff
+            # (with batching off, 2 in flight would throttle a replica to a trickle).
+            "max_ongoing_requests": max(32, 2 * self.batching.max_batch_size),
         }
         if self.autoscaling is not None:
             opts["autoscaling_config"] = self.autoscaling.model_dump()
