@@ -267,6 +267,15 @@ class LimitsConfig(_Section):
     top_k: StrictPositiveInt = Field(3, description="Labels with probabilities returned per text.")
 
 
+class FeedbackConfig(_Section):
+    retention_s: Annotated[StrictFloat, Field(gt=0, le=7 * 86400)] = Field(
+        3600.0, description="How long a served answer waits for its ground-truth label, in seconds."
+    )
+    max_entries: Annotated[StrictPositiveInt, Field(le=10_000_000)] = Field(
+        100_000, description="Most served answers remembered for feedback (oldest dropped first)."
+    )
+
+
 class AdminConfig(_Section):
     token_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
         "SLIMGATE_ADMIN_TOKEN", description="Environment variable holding the admin token (preferred)."
@@ -298,6 +307,9 @@ class GatewayConfig(_Section):
     routing: RoutingConfig = Field(description="Which variant answers a request.")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Mirroring traffic to compare.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request size and time limits.")
+    feedback: FeedbackConfig = Field(
+        default_factory=FeedbackConfig, description="Joining ground-truth labels to served answers."
+    )
     admin: AdminConfig = Field(default_factory=AdminConfig, description="Access to the admin endpoints.")
     registry: Path | None = Field(
         None, description="Registry root; null = $SLIMGATE_REGISTRY or the per-user default."

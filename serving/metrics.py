@@ -141,6 +141,15 @@ SPECS: dict[str, MetricSpec] = {
             ("variant", "label"),
         ),
         MetricSpec(
+            "slimgate_feedback", "counter", "Ground-truth labels joined to a served answer.", ("variant",)
+        ),
+        MetricSpec(
+            "slimgate_feedback_correct",
+            "counter",
+            "Joined ground-truth labels that matched the served answer (live accuracy numerator).",
+            ("variant",),
+        ),
+        MetricSpec(
             "slimgate_weight", "gauge", "Configured traffic weight (percent) of each variant.", ("variant",)
         ),
         MetricSpec(

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import oip
 from serving.config import GatewayConfig, parse_config
+from serving.feedback import FeedbackJoin
 from serving.metrics import GatewayMetrics
 from serving.policies import DisagreementLog, InFlightLimiter, ShadowSampler, WeightedSplit, compare_batch
 from serving.requests import ApiError, PredictRequest, decode_json, parse_predict, too_large
@@ -94,6 +95,19 @@ async def _internal_error(_request: Request, err: Exception) -> JSONResponse:
     return JSONResponse({"error": {"code": "internal", "message": "internal error"}}, status_code=500)
 
 
+def _parse_feedback(payload: Any) -> tuple[str, str, int]:
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_body", "feedback must be a JSON object: {request_id, label, index?}")
+    rid, label, index = payload.get("request_id"), payload.get("label"), payload.get("index", 0)
+    if not isinstance(rid, str) or not rid:
+        raise ApiError(422, "missing_field", "request_id is required: the id of the answered request")
+    if not isinstance(label, str) or not label:
+        raise ApiError(422, "missing_field", "label is required: the true label of the input")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ApiError(422, "invalid_field", f"index must be an integer, got {index!r}")
+    return rid, label, index
+
+
 def _request_id() -> str:
     from ray.serve.context import _get_serve_request_context
 
@@ -124,6 +138,7 @@ class Router:
         self.info: dict[str, dict[str, Any]] = {}
         self.limiter = InFlightLimiter(1)
         self.disagreements = DisagreementLog(1)
+        self.feedback: FeedbackJoin | None = None
         self.shadow_tasks: set[asyncio.Task] = set()
 
     # -- configuration -------------------------------------------------------------------
@@ -134,6 +149,12 @@ class Router:
         self.limiter.set_limit(cfg.shadow.max_in_flight)
         if self.disagreements.capacity != cfg.shadow.disagreement_samples:
             self.disagreements = DisagreementLog(cfg.shadow.disagreement_samples)
+        fb = cfg.feedback
+        if self.feedback is None or (self.feedback.max_entries, self.feedback.retention_s) != (
+            fb.max_entries,
+            fb.retention_s,
+        ):
+            self.feedback = FeedbackJoin(fb.max_entries, fb.retention_s)
         previous = self.table
         self.table = table  # one assignment: requests in flight keep the table they started with
         for key in cfg.variants:
@@ -282,6 +303,10 @@ class Router:
                 "slimgate_predictions", variant=result.key, label=labels[idx] if labels else str(idx)
             )
         result.labels = labels
+        if self.feedback is not None and labels:
+            self.feedback.record(
+                request_id, result.key, [labels[i] for i in result.probabilities.argmax(axis=1)]
+            )
         if table.samplers:
             self._mirror(table, result, texts, request_id)
         return result, request_id
@@ -338,6 +363,47 @@ class Router:
             "outputs": outputs,
         }
         return JSONResponse(body, headers=self._headers(result, request_id, table))
+
+    @app.post("/v1/feedback")
+    async def feedback_endpoint(self, request: Request) -> JSONResponse:
+        """Ground truth for an earlier answer: ``{"request_id", "label", "index"?}``."""
+        table = self._table()
+        payload = await self._body(table, request)
+        rid, label, index = _parse_feedback(payload)
+        served = self.feedback.lookup(rid) if self.feedback is not None else None
+        if served is None:
+            raise ApiError(
+                404,
+                "unknown_request",
+                f"request_id {rid!r} is unknown or older than "
+                f"feedback.retention_s ({table.cfg.feedback.retention_s:g} s)",
+            )
+        if not 0 <= index < len(served.labels):
+            raise ApiError(
+                422, "invalid_field", f"index must be from 0 to {len(served.labels) - 1}, got {index}"
+            )
+        known = self._labels(served.variant)
+        if known and label not in known:
+            raise ApiError(422, "unknown_label", f"label {label!r} is not one of the model's labels")
+        if index in served.scored:
+            raise ApiError(
+                409, "duplicate_feedback", f"feedback for request {rid!r} input {index} was already recorded"
+            )
+        served.scored.add(index)
+        correct = served.labels[index] == label
+        self.metrics.inc("slimgate_feedback", variant=served.variant)
+        if correct:
+            self.metrics.inc("slimgate_feedback_correct", variant=served.variant)
+        return JSONResponse(
+            {
+                "request_id": rid,
+                "index": index,
+                "variant": served.variant,
+                "served_label": served.labels[index],
+                "correct": correct,
+            },
+            status_code=202,
+        )
 
     @app.get("/v2/health/live")
     async def live(self) -> dict[str, bool]:

@@ -295,3 +295,19 @@ def test_metrics_are_exported_for_prometheus(gateway):
         assert w in text, w
     requests = [line for line in text.splitlines() if line.startswith(PROMETHEUS_NAMES["slimgate_requests"])]
     assert any('variant="stable"' in line and 'route="' in line for line in requests)
+
+
+def test_feedback_is_joined_to_the_served_answer(gateway):
+    r = gateway.predict([TEXT, "a person who plays the violin"])
+    body = r.json()
+    rid, served = body["request_id"], body["outputs"][1]["label"]
+    ok = gateway.client.post("/v1/feedback", json={"request_id": rid, "label": served, "index": 1})
+    assert ok.status_code == 202 and ok.json()["correct"] is True and ok.json()["variant"] == body["variant"]
+    again = gateway.client.post("/v1/feedback", json={"request_id": rid, "label": served, "index": 1})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "duplicate_feedback"
+    wrong = gateway.client.post("/v1/feedback", json={"request_id": rid, "label": "noun.nothing"})
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "unknown_label"
+    unknown = gateway.client.post("/v1/feedback", json={"request_id": "nope", "label": served})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_request"
+    missing = gateway.client.post("/v1/feedback", json={"label": served})
+    assert missing.status_code == 422 and "request_id is required" in missing.json()["error"]["message"]

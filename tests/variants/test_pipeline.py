@@ -120,7 +120,9 @@ def test_gate_rejects_below_retention(built, dataset):
         below = x.metrics["retention"] < 1.01
         assert x.gate.status == ("rejected" if below else "passed") and x.deployable == (not below)
     # The teacher's retention is 1 by definition, so a 1.01 gate always rejects it.
-    assert out["teacher"].gate.status == "rejected" and "retention 1.0000 < 1.01" in out["teacher"].gate.reason
+    assert (
+        out["teacher"].gate.status == "rejected" and "retention 1.0000 < 1.01" in out["teacher"].gate.reason
+    )
     assert slimgate(["variants", "--registry", str(reg.root), "deployable", "teacher"]) == 2
     # Restore the recipe's gate for the other tests.
     assess(reg, list(m.values()), dataset, recipe)
