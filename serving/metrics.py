@@ -1,4 +1,8 @@
-"""Every metric the gateway exports: names, help, labels and buckets, in one place.
+"""Every metric slimgate exports: names, help, labels and buckets, in one place.
+
+Two exporters: the gateway's replicas (``exporter="ray"``) and the rollout controller, a
+separate process that serves its own ``/metrics`` with ``prometheus_client``
+(``exporter="controller"``, no prefix).
 
 Metrics are recorded with ``ray.util.metrics`` inside the replicas and exported by Ray's
 metrics agent on each node (``--metrics-export-port``), which is how a Prometheus server
@@ -53,10 +57,11 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
+    exporter: str = "ray"  # ray | controller
 
     @property
     def prometheus_name(self) -> str:
-        base = f"ray_{self.name}"
+        base = f"ray_{self.name}" if self.exporter == "ray" else self.name
         return base + "_total" if self.kind == "counter" and not base.endswith("_total") else base
 
 
@@ -155,6 +160,56 @@ SPECS: dict[str, MetricSpec] = {
         MetricSpec(
             "slimgate_config_revision", "gauge", "1 for the config revision the router runs.", ("revision",)
         ),
+        # -- the rollout controller ------------------------------------------------------------
+        MetricSpec(
+            "slimgate_controller_phase",
+            "gauge",
+            "1 for the phase each candidate is in.",
+            ("variant", "phase"),
+            exporter="controller",
+        ),
+        MetricSpec(
+            "slimgate_controller_weight",
+            "gauge",
+            "Weight the controller last set for a candidate.",
+            ("variant",),
+            exporter="controller",
+        ),
+        MetricSpec(
+            "slimgate_controller_rollbacks",
+            "counter",
+            "Candidates rolled back, by actor.",
+            ("variant", "actor"),
+            exporter="controller",
+        ),
+        MetricSpec(
+            "slimgate_controller_promotions",
+            "counter",
+            "Weight steps and promotions, by actor.",
+            ("variant", "actor"),
+            exporter="controller",
+        ),
+        MetricSpec(
+            "slimgate_controller_intervals",
+            "counter",
+            "Analysis intervals by outcome.",
+            ("variant", "outcome"),
+            exporter="controller",
+        ),
+        MetricSpec(
+            "slimgate_controller_source_errors",
+            "counter",
+            "Intervals whose metrics source failed or was unreachable.",
+            (),
+            exporter="controller",
+        ),
+        MetricSpec(
+            "slimgate_controller_source_up",
+            "gauge",
+            "1 when the last query of the metrics source succeeded, else 0.",
+            (),
+            exporter="controller",
+        ),
     ]
 }
 
@@ -170,6 +225,8 @@ class GatewayMetrics:
 
         out = {}
         for s in SPECS.values():
+            if s.exporter != "ray":
+                continue
             if s.kind == "counter":
                 out[s.name] = rm.Counter(s.name, description=s.help, tag_keys=s.labels)
             elif s.kind == "gauge":

@@ -1,0 +1,155 @@
+"""The controller's loop: observe each candidate, take the pure step, apply its actions, persist.
+
+Everything with side effects sits behind three small interfaces passed in: the metrics source
+(:mod:`serving.controller.sources`), the gateway it changes (:class:`Gateway`: read the running
+config, apply a new one) and the state store. One :meth:`Controller.tick` is one analysis
+interval; traffic changes are applied before the state and audit entry are saved, so a crash
+between the two leaves the gateway safe (at worst at weight 0) and the next tick re-derives the
+rest. The controller changes only weights and shadowing, and only within what the config lists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from serving.config import GatewayConfig, parse_config
+from serving.controller.decide import (
+    Action,
+    CandidateState,
+    Phase,
+    Policy,
+    Promote,
+    Record,
+    Rollback,
+    SetWeight,
+    check_actions,
+    revision_of,
+    step,
+    track,
+)
+from serving.controller.rules import Measurement, Rule, evaluate_all
+from serving.controller.store import AuditEntry, StateStore
+
+
+class Gateway(Protocol):
+    def current(self) -> GatewayConfig: ...
+
+    def apply(self, cfg: GatewayConfig) -> None: ...
+
+
+class Source(Protocol):
+    def measure(
+        self, variant: str, signals: list[str], window_s: float, reference: Mapping[str, float] | None
+    ) -> dict[str, Measurement]: ...
+
+
+def reweigh(cfg: GatewayConfig, action: Action) -> GatewayConfig:
+    """The config after one traffic action; the stable variant takes whatever the others leave."""
+    data = cfg.model_dump(mode="json")
+    token = cfg.admin.token
+    data["admin"]["token"] = None if token is None else token.get_secret_value()
+    routing, shadow = data["routing"], data["shadow"]
+    if isinstance(action, SetWeight):
+        routing["weights"][action.variant] = action.weight
+    elif isinstance(action, Rollback):
+        routing["weights"][action.variant] = 0
+        shadow["variants"] = [v for v in shadow["variants"] if v != action.variant]
+    elif isinstance(action, Promote):
+        routing["stable"] = action.variant
+        routing["weights"] = {k: (100 if k == action.variant else 0) for k in data["variants"]}
+        shadow["variants"] = [v for v in shadow["variants"] if v != action.variant]
+        return parse_config(data, "controller promote")
+    else:
+        return cfg
+    others = sum(w for k, w in routing["weights"].items() if k != routing["stable"])
+    routing["weights"][routing["stable"]] = 100 - others
+    return parse_config(data, f"controller {type(action).__name__}")
+
+
+def candidates(cfg: GatewayConfig) -> list[str]:
+    """Variants the controller judges: every non-stable variant that serves or shadows traffic."""
+    return sorted(
+        k
+        for k in cfg.variants
+        if k != cfg.routing.stable and (cfg.routing.weights.get(k, 0) > 0 or k in cfg.shadow.variants)
+    )
+
+
+@dataclass
+class Controller:
+    gateway: Gateway
+    source: Source
+    store: StateStore
+    policy: Policy = field(default_factory=Policy)
+    rules_for: Callable[[str], list[Rule]] = lambda _key: []
+    reference_for: Callable[[str], Mapping[str, float] | None] = lambda _key: None
+    window_s: float = 30.0
+    clock: Callable[[], float] = time.time
+    on_action: Callable[[str, Action], None] = lambda _key, _a: None
+
+    def tick(self) -> dict[str, CandidateState]:
+        """One analysis interval for every candidate; returns their states afterwards."""
+        from serving.controller.sources import SourceError
+
+        cfg = self.gateway.current()
+        now = self.clock()
+        out: dict[str, CandidateState] = {}
+        stable = cfg.routing.stable
+        for key in candidates(cfg):
+            state, actions = track(
+                self.store.load(key),
+                key,
+                revision_of(cfg, key),
+                self.policy,
+                now,
+                weight=cfg.routing.weights.get(key, 0),
+                rolled_back=self.store.rolled_back(key),
+            )
+            cfg = self._apply(cfg, state, actions)
+            if state.phase in (Phase.ROLLED_BACK, Phase.PROMOTED):
+                out[key] = state
+                continue
+            rules = self.rules_for(key)
+            signals = sorted({r.signal for r in rules})
+            try:
+                cand = self.source.measure(key, signals, self.window_s, self.reference_for(key))
+                base = self.source.measure(stable, signals, self.window_s, self.reference_for(stable))
+                outcomes: dict[str, Any] | None = evaluate_all(rules, cand, base)
+            except SourceError:
+                outcomes = None
+            state, actions = step(state, outcomes, self.policy, now)
+            cfg = self._apply(cfg, state, actions)
+            out[key] = state
+        return out
+
+    def _apply(self, cfg: GatewayConfig, state: CandidateState, actions: list[Action]) -> GatewayConfig:
+        check_actions(actions, stable=cfg.routing.stable, policy=self.policy)
+        before = dict(cfg.routing.weights)
+        audit: list[AuditEntry] = []
+        for act in actions:
+            if isinstance(act, Record):
+                d = act.detail
+                audit.append(
+                    AuditEntry(
+                        d["actor"],
+                        act.event,
+                        d["variant"],
+                        d["revision"],
+                        before,
+                        dict(cfg.routing.weights),
+                        d.get("signals", {}),
+                        d["reason"],
+                        d["at"],
+                    )
+                )
+                continue
+            new = reweigh(cfg, act)
+            if new != cfg:
+                self.gateway.apply(new)  # traffic first: the record follows what really happened
+                cfg = new
+            self.on_action(state.variant, act)
+        self.store.save(state, audit)
+        return cfg
