@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from serving.controller.sources import SourceError
 
 from serving.config import parse_config
 from serving.controller.decide import Phase, Policy, Promote, Rollback, SetWeight
 from serving.controller.rules import Measurement, Rule
 from serving.controller.runner import Controller, candidates, reweigh
+from serving.controller.sources import SourceError
 from serving.controller.store import StateStore
 
 
