@@ -8,6 +8,7 @@ import sys
 from serving import commands as gateway_commands
 from serving.config import ConfigError
 from serving.control import ControlError
+from serving.controller import cli as controller_cli
 from variants import cli as variants_cli
 from variants.recipe import RecipeError
 from variants.registry import RegistryError
@@ -18,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     variants_cli.add_commands(sub)
     gateway_commands.add_commands(sub)
+    controller_cli.add_commands(sub)
     d = sub.add_parser("demo", help="the main job: build the variants, start the gateway, serve traffic")
     d.add_argument("--recipe", default="quick", help="recipe to build (default: the quick profile)")
     d.add_argument("--registry", default=None)

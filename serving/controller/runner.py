@@ -69,6 +69,23 @@ def reweigh(cfg: GatewayConfig, action: Action) -> GatewayConfig:
     return parse_config(data, f"controller {type(action).__name__}")
 
 
+def _keep_out(state: CandidateState, now: float) -> list[Action]:
+    reason = f"revision {state.revision} was rolled back; it stays out until it changes"
+    detail = {
+        "actor": "controller",
+        "variant": state.variant,
+        "revision": state.revision,
+        "phase_before": state.phase.value,
+        "phase_after": state.phase.value,
+        "weight_before": state.weight,
+        "weight_after": 0,
+        "reason": reason,
+        "signals": {},
+        "at": now,
+    }
+    return [SetWeight(state.variant, 0, reason), Rollback(state.variant, reason), Record("keep-out", detail)]
+
+
 def candidates(cfg: GatewayConfig) -> list[str]:
     """Variants the controller judges: every non-stable variant that serves or shadows traffic."""
     return sorted(
@@ -109,6 +126,9 @@ class Controller:
                 rolled_back=self.store.rolled_back(key),
             )
             cfg = self._apply(cfg, state, actions)
+            if state.phase is Phase.ROLLED_BACK:
+                # Same revision handed traffic again (e.g. the old config re-applied): it stays out.
+                cfg = self._apply(cfg, state, _keep_out(state, now))
             if state.phase in (Phase.ROLLED_BACK, Phase.PROMOTED):
                 out[key] = state
                 continue

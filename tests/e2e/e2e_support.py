@@ -11,6 +11,7 @@ import yaml
 
 TOKEN = "test-admin-token"
 PORT = 18000
+METRICS_PORT = 18080
 TINY = {
     "data": {"max_length": 32},
     "teacher": {"train_examples": 128, "max_steps": 4, "batch_size": 32, "learning_rate": 2e-4},
@@ -85,3 +86,12 @@ class Gateway:
 
     def admin(self, path: str):
         return self.client.get(path, headers={"authorization": f"Bearer {TOKEN}"})
+
+
+TEXT_POOL = [
+    "a tall perennial woody plant having a main trunk and branches",
+    "a person who plays the violin",
+    "a building where people live",
+    "the act of running quickly",
+    "a sweet food made from sugar",
+]

@@ -1,0 +1,151 @@
+"""Wiring the controller to the real world: the running gateway, the registry, Prometheus, the clock.
+
+:class:`RayGateway` reads the config the gateway runs (from Ray's Serve REST API) and applies a
+new one the way ``slimgate apply`` does. :func:`lineage_rules` and :func:`lineage_reference`
+derive each candidate's thresholds and drift reference from its registry evaluation, so the
+bar a candidate must clear comes from its own lineage. :func:`run` is the loop behind
+``slimgate controller run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+
+from serving import control
+from serving.app import serve_config
+from serving.commands import _running_gateway
+from serving.config import GatewayConfig, parse_config
+from serving.controller.decide import Phase, Policy
+from serving.controller.rules import Rule, default_rules
+from serving.controller.runner import Controller, Source
+from serving.controller.store import StateStore
+from serving.metrics import SPECS
+
+log = logging.getLogger("slimgate.controller")
+
+
+class RayGateway:
+    def __init__(self, dashboard: str = control.DEFAULT_DASHBOARD) -> None:
+        self.dashboard = dashboard
+
+    def current(self) -> GatewayConfig:
+        _, found = _running_gateway(self.dashboard)
+        if found is None:
+            raise control.ControlError(f"no slimgate gateway is running behind {self.dashboard}")
+        return parse_config(found[0], "the running gateway")
+
+    def apply(self, cfg: GatewayConfig) -> None:
+        sc = serve_config(cfg)
+        control.deploy(sc, self.dashboard)
+        control.wait_running(sc, self.dashboard)
+
+
+@lru_cache(maxsize=256)
+def _lineage(registry: str | None, ref: str) -> dict:
+    """A registered version's evaluation; versions are immutable, so this is cached by ref."""
+    from variants import Registry
+
+    try:
+        return Registry(registry).resolve(ref).metrics or {}
+    except Exception:  # noqa: BLE001 - no lineage just means default thresholds
+        return {}
+
+
+def lineage_rules(gateway: RayGateway) -> Callable[[str], list[Rule]]:
+    """Default rules whose shadow-agreement bar is the candidate's offline agreement with its teacher."""
+
+    def rules_for(key: str) -> list[Rule]:
+        cfg = gateway.current()
+        reg = str(cfg.registry) if cfg.registry else None
+        return default_rules(_lineage(reg, cfg.variants[key].ref).get("agreement"))
+
+    return rules_for
+
+
+def lineage_reference(gateway: RayGateway) -> Callable[[str], Mapping[str, float] | None]:
+    """The predicted-label profile recorded at evaluation time: the drift reference."""
+
+    def reference_for(key: str) -> Mapping[str, float] | None:
+        cfg = gateway.current()
+        reg = str(cfg.registry) if cfg.registry else None
+        return _lineage(reg, cfg.variants[key].ref).get("label_distribution")
+
+    return reference_for
+
+
+class ControllerMetrics:
+    """The controller's own /metrics (prometheus_client), names from serving.metrics."""
+
+    def __init__(self, port: int | None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.m = {}
+        for s in SPECS.values():
+            if s.exporter != "controller":
+                continue
+            cls = Counter if s.kind == "counter" else Gauge
+            self.m[s.name] = cls(s.name, s.help, list(s.labels), registry=self.registry)
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def observe(self, states: Mapping, source_ok: bool) -> None:
+        self.m["slimgate_controller_source_up"].set(1 if source_ok else 0)
+        for key, st in states.items():
+            for ph in Phase:
+                self.m["slimgate_controller_phase"].labels(key, ph.value).set(1 if st.phase is ph else 0)
+            self.m["slimgate_controller_weight"].labels(key).set(st.weight)
+
+
+def run(
+    source: Source,
+    state_path: Path,
+    *,
+    interval_s: float = 5.0,
+    window_s: float = 30.0,
+    policy: Policy | None = None,
+    dashboard: str = control.DEFAULT_DASHBOARD,
+    metrics_port: int | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    gateway = RayGateway(dashboard)
+    metrics = ControllerMetrics(metrics_port)
+
+    def on_action(key: str, act: object) -> None:
+        name = type(act).__name__
+        if name == "Rollback":
+            metrics.m["slimgate_controller_rollbacks"].labels(key, "controller").inc()
+        elif name in ("SetWeight", "Promote"):
+            metrics.m["slimgate_controller_promotions"].labels(key, "controller").inc()
+        log.info("%s: %s", key, act)
+
+    ctl = Controller(
+        gateway,
+        source,
+        StateStore(state_path),
+        policy or Policy(),
+        rules_for=lineage_rules(gateway),
+        reference_for=lineage_reference(gateway),
+        window_s=window_s,
+        on_action=on_action,
+    )
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            states = ctl.tick()
+            ok = all(s.consecutive_source_errors == 0 for s in states.values())
+            metrics.observe(states, ok)
+            if not ok:
+                metrics.m["slimgate_controller_source_errors"].inc()
+            for key, st in states.items():
+                log.info("%s: %s at %d%% (%s)", key, st.phase.value, st.weight, st.last_reason)
+        except control.ControlError as err:
+            # The gateway itself is unreachable: nothing to judge, nothing to change; keep trying.
+            log.warning("gateway unreachable: %s", err)
+        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
