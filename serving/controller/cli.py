@@ -35,6 +35,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
     r.set_defaults(func=cmd_run)
 
+    for command, what in (
+        ("promote", "make a candidate the stable variant now"),
+        ("abort", "roll a candidate back now (it stays out until it changes)"),
+        ("pause", "hold a candidate's weight (failures still roll it back)"),
+        ("resume", "let a paused or frozen candidate progress again"),
+    ):
+        o = sub.add_parser(command, help=what)
+        o.add_argument("variant")
+        o.add_argument("--state", type=Path, default=DEFAULT_STATE)
+        o.add_argument("--actor", default=os.environ.get("USER", "operator"))
+        o.add_argument(
+            "--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD)
+        )
+        o.set_defaults(func=cmd_operate, command=command)
+
     a = sub.add_parser("audit", help="the append-only record of every step, promotion and rollback")
     a.add_argument("--state", type=Path, default=DEFAULT_STATE)
     a.add_argument("--limit", type=int, default=50)
@@ -81,6 +96,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         stop.set()
+    return 0
+
+
+def cmd_operate(args: argparse.Namespace) -> int:
+    from serving.controller.decide import InvalidTransition
+    from serving.controller.runner import Controller
+    from serving.controller.service import RayGateway
+    from serving.controller.store import StateStore
+
+    # Operator commands judge nothing, so they need no metrics source.
+    ctl = Controller(RayGateway(args.dashboard), source=None, store=StateStore(args.state))  # type: ignore[arg-type]
+    try:
+        state = ctl.operate(args.variant, args.command, actor=args.actor)
+    except InvalidTransition as err:
+        print(f"slimgate: {args.command} refused: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.variant}: {state.phase.value} at {state.weight}% ({state.last_reason})")
     return 0
 
 

@@ -10,8 +10,10 @@ rest. The controller changes only weights and shadowing, and only within what th
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,13 +21,18 @@ from serving.config import GatewayConfig, parse_config
 from serving.controller.decide import (
     Action,
     CandidateState,
+    InvalidTransition,
     Phase,
     Policy,
     Promote,
     Record,
     Rollback,
     SetWeight,
+    abort,
     check_actions,
+    pause,
+    promote,
+    resume,
     revision_of,
     step,
     track,
@@ -107,8 +114,56 @@ class Controller:
     clock: Callable[[], float] = time.time
     on_action: Callable[[str, Action], None] = lambda _key, _a: None
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        # One tick or operator action at a time, across processes: an operator command and the
+        # controller's loop then never interleave, so whichever runs second sees the other's
+        # result (a rolled-back candidate refuses a later promote: rollback wins).
+        lock = self.store.path.with_name(self.store.path.name + ".lock")
+        with open(lock, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def operate(self, key: str, command: str, actor: str = "operator") -> CandidateState:
+        """``promote | abort | pause | resume`` by hand; InvalidTransition when the phase forbids it."""
+        with self._exclusive():
+            cfg = self.gateway.current()
+            if key not in cfg.variants or key == cfg.routing.stable:
+                raise InvalidTransition(f"{key!r} is not a candidate of the running gateway")
+            now = self.clock()
+            state, actions = track(
+                self.store.load(key),
+                key,
+                revision_of(cfg, key),
+                self.policy,
+                now,
+                weight=cfg.routing.weights.get(key, 0),
+                rolled_back=self.store.rolled_back(key),
+            )
+            cfg = self._apply(cfg, state, actions)
+            reason = f"{command} by {actor}"
+            if command == "promote":
+                state, actions = promote(state, self.policy, now, reason=reason, actor=actor)
+            elif command == "abort":
+                state, actions = abort(state, now, reason=reason, actor=actor)
+            elif command == "pause":
+                state, actions = pause(state, now, reason=reason, actor=actor)
+            elif command == "resume":
+                state, actions = resume(state, now, reason=reason, actor=actor)
+            else:
+                raise ValueError(f"unknown command {command!r}: promote, abort, pause or resume")
+            self._apply(cfg, state, actions)
+            return state
+
     def tick(self) -> dict[str, CandidateState]:
         """One analysis interval for every candidate; returns their states afterwards."""
+        with self._exclusive():
+            return self._tick()
+
+    def _tick(self) -> dict[str, CandidateState]:
         from serving.controller.sources import SourceError
 
         cfg = self.gateway.current()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serving.config import parse_config
-from serving.controller.decide import Phase, Policy, Promote, Rollback, SetWeight
+from serving.controller.decide import InvalidTransition, Phase, Policy, Promote, Rollback, SetWeight
 from serving.controller.rules import Measurement, Rule
 from serving.controller.runner import Controller, candidates, reweigh
 from serving.controller.sources import SourceError
@@ -136,3 +136,27 @@ def test_state_survives_a_controller_restart(setup, tmp_path):
         clock=Clock(),
     )
     assert again.tick()["canary"].weight == 25  # continues from 5%, not from scratch
+
+
+def test_operator_commands_and_rollback_wins(setup):
+    gw, src, ctl = setup
+    ctl.tick()  # 5%
+    assert ctl.operate("canary", "pause").phase is Phase.PAUSED
+    ctl.tick()
+    assert ctl.store.load("canary").weight == 5  # paused: not advanced on a passing interval
+    assert ctl.operate("canary", "resume").phase is Phase.PROGRESSING
+    assert ctl.operate("canary", "abort").phase is Phase.ROLLED_BACK
+    assert gw.cfg.routing.weights["canary"] == 0
+    # A promote racing after the rollback is refused: rollback wins, the state stays consistent.
+    with pytest.raises(InvalidTransition, match="rolled_back"):
+        ctl.operate("canary", "promote")
+    actors = [(e.actor, e.action) for e in ctl.store.entries()][-3:]
+    assert actors == [("operator", "pause"), ("operator", "resume"), ("operator", "rollback")]
+
+
+def test_operator_promote_makes_the_candidate_stable(setup):
+    gw, _src, ctl = setup
+    assert ctl.operate("canary", "promote").phase is Phase.PROMOTED
+    assert gw.cfg.routing.stable == "canary"
+    with pytest.raises(InvalidTransition, match="not a candidate"):
+        ctl.operate("canary", "pause")  # it is the stable variant now

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import METRICS_PORT, PORT, TINY, TOKEN, Gateway
+from e2e_support import METRICS_PORT, PORT, TINY, TOKEN, Gateway, PrometheusServer
 
 from variants import Registry
 from variants.assessment import assess
@@ -86,49 +86,6 @@ def gateway(registry_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def prometheus(gateway, tmp_path_factory):
     """A real Prometheus server (Debian's package) scraping the gateway's Ray metrics every second."""
-    import shutil
-
-    import httpx
-
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise RuntimeError("Debian's prometheus package is required (scripts/bootstrap.sh installs it)")
-    d = tmp_path_factory.mktemp("prometheus")
-    (d / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: ray\n    static_configs: [{{targets: ['127.0.0.1:{METRICS_PORT}']}}]\n"
-    )
-    port = 19090
-    log = open(d / "prometheus.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={d / 'prometheus.yml'}",
-            f"--storage.tsdb.path={d / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            raise RuntimeError(f"prometheus did not start:\n{(d / 'prometheus.log').read_text()[-3000:]}")
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), 19090, [f"127.0.0.1:{METRICS_PORT}"])
+    yield server.url
+    server.stop()

@@ -63,3 +63,64 @@ def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, promethe
             w.join()
         store.close()
         gateway.apply()
+
+
+def _controller(store, source, policy, rules):
+    return Controller(RayGateway(), source, store, policy, rules_for=lambda _k: rules, window_s=10)
+
+
+def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, tmp_path):
+    gateway.apply(
+        **{"routing.weights": {"stable": 100}, "shadow.variants": ["canary"], "shadow.fraction": 1.0}
+    )
+    stop = threading.Event()
+    workers = [threading.Thread(target=_traffic, args=(gateway, stop)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    store = StateStore(tmp_path / "controller.db")
+    rules = [Rule(signal="error_rate", max=0.05, min_samples=3)]
+    ctl = _controller(store, PrometheusSource(prometheus), Policy(passes_per_step=1), rules)
+    try:
+        weights, start = [], time.monotonic()
+        while time.monotonic() - start < 150:
+            state = ctl.tick()["canary"]
+            if not weights or weights[-1] != state.weight:
+                weights.append(state.weight)
+            if state.phase is Phase.PROMOTED:
+                break
+            time.sleep(2)
+        assert weights == [0, 5, 25, 50, 100], weights
+        running = RayGateway().current()
+        assert running.routing.stable == "canary" and running.routing.weights["canary"] == 100
+        assert [e.action for e in store.entries()] == ["track", "advance", "advance", "advance", "promote"]
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        store.close()
+        gateway.apply()
+
+
+def test_prometheus_stopped_mid_analysis_freezes_without_promoting(gateway, tmp_path):
+    from e2e_support import METRICS_PORT, PrometheusServer
+
+    server = PrometheusServer(tmp_path / "prom", 19091, [f"127.0.0.1:{METRICS_PORT}"])
+    gateway.apply(**{"routing.weights": {"stable": 95, "canary": 5}})
+    store = StateStore(tmp_path / "controller.db")
+    rules = [Rule(signal="error_rate", max=0.05, min_samples=1)]
+    ctl = _controller(
+        store, PrometheusSource(server.url), Policy(passes_per_step=1, source_errors_to_act=3), rules
+    )
+    try:
+        ctl.tick()
+        server.stop()  # the metrics source goes away mid-analysis
+        states = [ctl.tick()["canary"] for _ in range(4)]
+        assert states[-1].phase is Phase.FROZEN
+        assert all(s.weight <= 25 for s in states)  # never advanced blind
+        frozen_weight = states[-1].weight
+        assert RayGateway().current().routing.weights["canary"] == frozen_weight
+        assert store.entries()[-1].action == "freeze"
+    finally:
+        server.stop()
+        store.close()
+        gateway.apply()
