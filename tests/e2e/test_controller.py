@@ -78,7 +78,11 @@ def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, t
     for w in workers:
         w.start()
     store = StateStore(tmp_path / "controller.db")
-    rules = [Rule(signal="error_rate", max=0.05, min_samples=3)]
+    # At weight 0 only the shadow comparison has data; once it carries traffic, errors count too.
+    rules = [
+        Rule(signal="shadow_agreement", min=0.2, min_samples=3),
+        Rule(signal="error_rate", max=0.05, min_samples=3),
+    ]
     ctl = _controller(store, PrometheusSource(prometheus), Policy(passes_per_step=1), rules)
     try:
         weights, start = [], time.monotonic()
@@ -89,7 +93,8 @@ def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, t
             if state.phase is Phase.PROMOTED:
                 break
             time.sleep(2)
-        assert weights == [0, 5, 25, 50, 100], weights
+        # Starting at 0 (shadow only), one passing interval per step, none skipped.
+        assert [w for w in weights if w] == [5, 25, 50, 100], weights
         running = RayGateway().current()
         assert running.routing.stable == "canary" and running.routing.weights["canary"] == 100
         assert [e.action for e in store.entries()] == ["track", "advance", "advance", "advance", "promote"]
