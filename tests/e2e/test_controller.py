@@ -129,3 +129,81 @@ def test_prometheus_stopped_mid_analysis_freezes_without_promoting(gateway, tmp_
         server.stop()
         store.close()
         gateway.apply()
+
+
+def _with_traffic(gateway):
+    stop = threading.Event()
+    workers = [threading.Thread(target=_traffic, args=(gateway, stop)) for _ in range(3)]
+    for w in workers:
+        w.start()
+
+    def done():
+        stop.set()
+        for w in workers:
+            w.join()
+
+    return done
+
+
+def test_disagreeing_candidate_is_rolled_back_on_shadow_agreement(gateway, prometheus, tmp_path):
+    gateway.apply(
+        **{
+            "routing.weights": {"stable": 100},
+            "shadow.variants": ["canary"],
+            "shadow.fraction": 1.0,
+            "variants.canary.faults": {"flip_rate": 0.5},
+        }
+    )
+    done = _with_traffic(gateway)
+    store = StateStore(tmp_path / "controller.db")
+    rules = [Rule(signal="shadow_agreement", min=0.8, min_samples=5)]
+    ctl = _controller(store, PrometheusSource(prometheus), Policy(failures_to_rollback=2), rules)
+    try:
+        start, state = time.monotonic(), None
+        while time.monotonic() - start < 120:
+            state = ctl.tick()["canary"]
+            if state.phase is Phase.ROLLED_BACK:
+                break
+            time.sleep(2)
+        assert state is not None and state.phase is Phase.ROLLED_BACK, state
+        assert "shadow_agreement" in state.last_reason
+        running = RayGateway().current()
+        assert "canary" not in running.shadow.variants and running.routing.weights.get("canary", 0) == 0
+    finally:
+        done()
+        store.close()
+        gateway.apply()
+
+
+def test_controller_restarted_mid_rollout_reaches_the_same_outcome(gateway, prometheus, tmp_path):
+    gateway.apply(
+        **{"routing.weights": {"stable": 100}, "shadow.variants": ["canary"], "shadow.fraction": 1.0}
+    )
+    done = _with_traffic(gateway)
+    rules = [
+        Rule(signal="shadow_agreement", min=0.2, min_samples=3),
+        Rule(signal="error_rate", max=0.05, min_samples=3),
+    ]
+    path = tmp_path / "controller.db"
+    try:
+        first = _controller(StateStore(path), PrometheusSource(prometheus), Policy(passes_per_step=1), rules)
+        start = time.monotonic()
+        while first.tick()["canary"].weight < 25 and time.monotonic() - start < 120:
+            time.sleep(2)
+        reached = first.store.load("canary").weight
+        first.store.close()
+        assert reached == 25
+        # A new controller process on the same state file carries on from 25%, not from scratch.
+        second = _controller(StateStore(path), PrometheusSource(prometheus), Policy(passes_per_step=1), rules)
+        state = second.tick()["canary"]
+        assert state.weight >= 25
+        while state.phase is not Phase.PROMOTED and time.monotonic() - start < 240:
+            time.sleep(2)
+            state = second.tick()["canary"]
+        assert state.phase is Phase.PROMOTED
+        actions = [e.action for e in second.store.entries()]
+        assert actions.count("track") == 1 and actions[-1] == "promote"
+        second.store.close()
+    finally:
+        done()
+        gateway.apply()
