@@ -134,16 +134,7 @@ class Controller:
             if key not in cfg.variants or key == cfg.routing.stable:
                 raise InvalidTransition(f"{key!r} is not a candidate of the running gateway")
             now = self.clock()
-            state, actions = track(
-                self.store.load(key),
-                key,
-                revision_of(cfg, key),
-                self.policy,
-                now,
-                weight=cfg.routing.weights.get(key, 0),
-                rolled_back=self.store.rolled_back(key),
-            )
-            cfg = self._apply(cfg, state, actions)
+            state, cfg = self._track(cfg, key, now)
             reason = f"{command} by {actor}"
             if command == "promote":
                 state, actions = promote(state, self.policy, now, reason=reason, actor=actor)
@@ -158,6 +149,19 @@ class Controller:
             self._apply(cfg, state, actions)
             return state
 
+    def _track(self, cfg: GatewayConfig, key: str, now: float) -> tuple[CandidateState, GatewayConfig]:
+        """The candidate's stored state, (re)started when the running config holds a new revision."""
+        state, actions = track(
+            self.store.load(key),
+            key,
+            revision_of(cfg, key),
+            self.policy,
+            now,
+            weight=cfg.routing.weights.get(key, 0),
+            rolled_back=self.store.rolled_back(key),
+        )
+        return state, self._apply(cfg, state, actions)
+
     def tick(self) -> dict[str, CandidateState]:
         """One analysis interval for every candidate; returns their states afterwards."""
         with self._exclusive():
@@ -171,16 +175,7 @@ class Controller:
         out: dict[str, CandidateState] = {}
         stable = cfg.routing.stable
         for key in candidates(cfg):
-            state, actions = track(
-                self.store.load(key),
-                key,
-                revision_of(cfg, key),
-                self.policy,
-                now,
-                weight=cfg.routing.weights.get(key, 0),
-                rolled_back=self.store.rolled_back(key),
-            )
-            cfg = self._apply(cfg, state, actions)
+            state, cfg = self._track(cfg, key, now)
             if state.phase is Phase.ROLLED_BACK:
                 # Same revision handed traffic again (e.g. the old config re-applied): it stays out.
                 cfg = self._apply(cfg, state, _keep_out(state, now))
