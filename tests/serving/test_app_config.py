@@ -24,8 +24,8 @@ def test_serve_config_is_valid_for_ray_serve():
 
 
 def test_weight_change_touches_only_user_config():
-    a = serve_config(_cfg(weights={"student-int8": 90, "student-int8-qat": 10}), check_registry=False)
-    b = serve_config(_cfg(weights={"student-int8": 50, "student-int8-qat": 50}), check_registry=False)
+    a = serve_config(_cfg(weights={"student-int8": 90, "teacher-int8": 10}), check_registry=False)
+    b = serve_config(_cfg(weights={"student-int8": 50, "teacher-int8": 50}), check_registry=False)
     # App args (Ray's code version) are identical, so no replica restarts...
     assert [x["args"] for x in a["applications"]] == [x["args"] for x in b["applications"]]
     # ...and only the router's user_config differs.

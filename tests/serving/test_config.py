@@ -204,7 +204,7 @@ def test_default_config_validates():
     cfg = load_config()
     assert load_config(DEFAULT_CONFIG) == cfg
     assert cfg.routing.stable == "student-int8"
-    assert cfg.routing.weights == {"student-int8": 90, "student-int8-qat": 10}
+    assert cfg.routing.weights == {"student-int8": 90, "teacher-int8": 10}
     assert cfg.shadow.variants == ["teacher-onnx"] and cfg.shadow.fraction == 0.2
     assert cfg.variants["student-int8"].ref == "student-int8"
 
