@@ -136,6 +136,7 @@ class Router:
         self.table: RouteTable | None = None
         self.handles: dict[str, Any] = {}
         self.info: dict[str, dict[str, Any]] = {}
+        self.label_tables: dict[str, tuple[str, ...]] = {}
         self.limiter = InFlightLimiter(1)
         self.disagreements = DisagreementLog(1)
         self.feedback: FeedbackJoin | None = None
@@ -146,6 +147,8 @@ class Router:
         cfg = parse_config(user_config["gateway"], "router user_config")
         table = RouteTable.build(cfg, user_config["revision"], self.rng)
         self.info = {k: v for k, v in user_config.get("variants", {}).items()}
+        # Label tables are looked up on every request; build them once per config.
+        self.label_tables = {k: tuple(v.get("labels", ())) for k, v in self.info.items()}
         self.limiter.set_limit(cfg.shadow.max_in_flight)
         if self.disagreements.capacity != cfg.shadow.disagreement_samples:
             self.disagreements = DisagreementLog(cfg.shadow.disagreement_samples)
@@ -278,7 +281,7 @@ class Router:
         )
 
     def _labels(self, key: str) -> tuple[str, ...]:
-        return tuple(self.info.get(key, {}).get("labels", ()))
+        return self.label_tables.get(key, ())
 
     # -- shared path of /v1/predict and the OIP infer endpoint -----------------------------
     async def _predict(

@@ -342,6 +342,12 @@ def test_fault_values_are_validated():
         parse_config(_with("variants.canary.faults", {"error_rate": 1.5}))
 
 
+@pytest.mark.parametrize(("field", "value"), [("retention_s", -1.0), ("max_entries", 0), ("window", 3)])
+def test_feedback_values_are_validated(field, value):
+    with pytest.raises(ConfigError, match=rf"feedback.{field}"):
+        parse_config(_with("feedback", {field: value}))
+
+
 def test_scaling_changes_rescale_in_place():
     change = diff(parse_config(_base()), parse_config(_with("variants.stable.replicas", 3)))
     assert change.rescale == {"stable"} and change.restart == set() and change.lightweight
