@@ -22,12 +22,23 @@ def _traffic(gateway, stop: threading.Event) -> None:
         i += 1
 
 
-def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, prometheus, tmp_path):
-    gateway.apply(**{"variants.canary.faults": {"delay_ms": 300.0}})
+def _with_traffic(gateway):
     stop = threading.Event()
     workers = [threading.Thread(target=_traffic, args=(gateway, stop)) for _ in range(3)]
     for w in workers:
         w.start()
+
+    def done():
+        stop.set()
+        for w in workers:
+            w.join()
+
+    return done
+
+
+def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, prometheus, tmp_path):
+    gateway.apply(**{"variants.canary.faults": {"delay_ms": 300.0}})
+    done = _with_traffic(gateway)
     store = StateStore(tmp_path / "controller.db")
     ctl = Controller(
         RayGateway(),
@@ -58,9 +69,7 @@ def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, promethe
         assert ctl.tick()["canary"].phase is Phase.ROLLED_BACK
         assert RayGateway().current().routing.weights["canary"] == 0
     finally:
-        stop.set()
-        for w in workers:
-            w.join()
+        done()
         store.close()
         gateway.apply()
 
@@ -73,10 +82,7 @@ def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, t
     gateway.apply(
         **{"routing.weights": {"stable": 100}, "shadow.variants": ["canary"], "shadow.fraction": 1.0}
     )
-    stop = threading.Event()
-    workers = [threading.Thread(target=_traffic, args=(gateway, stop)) for _ in range(3)]
-    for w in workers:
-        w.start()
+    done = _with_traffic(gateway)
     store = StateStore(tmp_path / "controller.db")
     # At weight 0 only the shadow comparison has data; once it carries traffic, errors count too.
     rules = [
@@ -99,9 +105,7 @@ def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, t
         assert running.routing.stable == "canary" and running.routing.weights["canary"] == 100
         assert [e.action for e in store.entries()] == ["track", "advance", "advance", "advance", "promote"]
     finally:
-        stop.set()
-        for w in workers:
-            w.join()
+        done()
         store.close()
         gateway.apply()
 
@@ -129,20 +133,6 @@ def test_prometheus_stopped_mid_analysis_freezes_without_promoting(gateway, tmp_
         server.stop()
         store.close()
         gateway.apply()
-
-
-def _with_traffic(gateway):
-    stop = threading.Event()
-    workers = [threading.Thread(target=_traffic, args=(gateway, stop)) for _ in range(3)]
-    for w in workers:
-        w.start()
-
-    def done():
-        stop.set()
-        for w in workers:
-            w.join()
-
-    return done
 
 
 def test_disagreeing_candidate_is_rolled_back_on_shadow_agreement(gateway, prometheus, tmp_path):
