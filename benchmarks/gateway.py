@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving import control
     from serving.app import serve_config
-    from serving.config import parse_config
+    from serving.config import parse_config, pin_refs
     from variants import load_variant
     from variants.dataset import load_dataset
 
@@ -95,17 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         if with_shadow:
             variants["shadow"] = {"ref": a.shadow, "resources": {"num_cpus": 0.5}}
         cfg = serve_config(
-            parse_config(
-                {
-                    "variants": variants,
-                    "routing": {"stable": "stable"},
-                    "shadow": {
-                        "variants": ["shadow"] if with_shadow else [],
-                        "fraction": shadow_fraction,
-                        "max_in_flight": 64,
-                    },
-                    "http": {"host": "127.0.0.1", "port": PORT},
-                }
+            pin_refs(
+                parse_config(
+                    {
+                        "variants": variants,
+                        "routing": {"stable": "stable"},
+                        "shadow": {
+                            "variants": ["shadow"] if with_shadow else [],
+                            "fraction": shadow_fraction,
+                            "max_in_flight": 64,
+                        },
+                        "http": {"host": "127.0.0.1", "port": PORT},
+                    }
+                )
             )
         )
         # The bare baseline rides in the same declarative config, on its own route.

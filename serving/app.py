@@ -1,23 +1,25 @@
 """Gateway config -> Ray Serve config: one application per variant plus the router application.
 
 Each variant is its own Serve application (``variant-<key>``) whose ``args`` hold exactly
-what its replicas load (pinned registry ref, backend, threads, registry root). Ray Serve
+what its replicas load (registry ref, backend, threads, registry root). Ray Serve
 derives an application's code version from its import path and args, so a changed artifact
 restarts that variant's replicas and nothing else. Everything that may change live
 (weights, shadow, limits, batching, faults, replica counts) is a deployment-level override
 (``user_config``, ``num_replicas``, ``autoscaling_config``) that Ray applies in place.
 
-The result is an ordinary Ray Serve config: ``slimgate serve`` and ``slimgate apply`` PUT it
-to Ray's Serve REST API, ``serve deploy`` accepts it as a file, and KubeRay's
-``serveConfigV2`` carries it unchanged.
+The translation is a pure function of the gateway config: it reads no registry, so the Helm
+chart can mirror it for KubeRay's ``serveConfigV2`` (a test holds the two equal). What the
+registry knows (label tables, versions, precision) the router learns from the replicas that
+actually loaded. ``slimgate serve`` and ``slimgate apply`` first pin every ref to the version
+the registry holds now (:func:`serving.config.pin_refs`), so a later build never changes what
+a running gateway serves.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from serving.config import GatewayConfig, canonical_dict, check_against_registry, config_revision
+from serving.config import GatewayConfig, canonical_dict, config_revision, parse_config
 from serving.router import GATEWAY_MODEL, VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 
 ROUTER_APP = GATEWAY_MODEL
@@ -41,32 +43,10 @@ def variant_app(args: dict[str, Any]):
     )
 
 
-def _router_user_config(cfg: GatewayConfig, infos: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    gateway = canonical_dict(cfg)
-    gateway.get("admin", {}).pop("token", None)  # secrets never travel in user_config
-    return {"gateway": gateway, "revision": config_revision(cfg), "variants": infos}
-
-
-def serve_config(
-    cfg: GatewayConfig, registry_root: Path | None = None, *, check_registry: bool = True
-) -> dict:
-    """The Ray Serve declarative config for ``cfg``; refs are pinned to the versions found now."""
-    infos: dict[str, dict[str, Any]] = {}
-    refs: dict[str, str] = {k: v.ref for k, v in cfg.variants.items()}
-    registry = str(registry_root) if registry_root else (str(cfg.registry) if cfg.registry else None)
-    if check_registry:
-        from variants import Registry
-
-        manifests = check_against_registry(cfg, Registry(registry))
-        for key, m in manifests.items():
-            refs[key] = m.ref
-            infos[key] = {
-                "name": m.name,
-                "version": m.version,
-                "labels": list(m.labels),
-                "backend": cfg.variants[key].backend or m.backend,
-                "precision": m.precision,
-            }
+def serve_config(cfg: GatewayConfig) -> dict:
+    """The Ray Serve declarative config for ``cfg`` (refs exactly as the config names them)."""
+    gateway = canonical_dict(cfg)  # secrets never travel in user_config: the token is left out
+    registry = str(cfg.registry) if cfg.registry else None
     apps: list[dict[str, Any]] = [
         {
             "name": ROUTER_APP,
@@ -79,7 +59,7 @@ def serve_config(
                     "num_replicas": 1,
                     "max_ongoing_requests": 256,
                     "ray_actor_options": {"num_cpus": 0.25},
-                    "user_config": _router_user_config(cfg, infos),
+                    "user_config": {"gateway": gateway},
                 }
             ],
         }
@@ -106,7 +86,7 @@ def serve_config(
                 "import_path": "serving.app:variant_app",
                 "args": {
                     "key": key,
-                    "ref": refs[key],
+                    "ref": spec.ref,
                     "registry": registry,
                     "threads": spec.threads,
                     "backend": spec.backend,
@@ -132,5 +112,5 @@ def gateway_from_serve_config(serve_cfg: dict[str, Any]) -> tuple[dict[str, Any]
             for d in a.get("deployments", []):
                 uc = d.get("user_config") or {}
                 if "gateway" in uc:
-                    return uc["gateway"], uc.get("revision", "")
+                    return uc["gateway"], config_revision(parse_config(uc["gateway"], "the running gateway"))
     return None

@@ -14,7 +14,16 @@ from pathlib import Path
 
 from serving import control
 from serving.app import ROUTER_APP, gateway_from_serve_config, serve_config
-from serving.config import ConfigError, GatewayConfig, diff, json_schema, load_config, parse_config
+from serving.config import (
+    ConfigError,
+    GatewayConfig,
+    config_revision,
+    diff,
+    json_schema,
+    load_config,
+    parse_config,
+    pin_refs,
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +39,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("config", type=Path)
     a.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
     a.add_argument("--no-wait", action="store_true", help="return once Ray accepted the config")
+    a.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="the controller's state file, whose audit log records this apply "
+        "(default: $SLIMGATE_STATE or ~/.local/share/slimgate/controller.db)",
+    )
+    a.add_argument("--actor", default=os.environ.get("USER", "operator"), help="who applies (audit log)")
     a.set_defaults(func=cmd_apply)
 
     st = sub.add_parser("status", help="variants, replicas, weights and config revision of the gateway")
@@ -53,9 +70,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    serve_config(cfg, check_registry=not args.no_registry)
-    from serving.config import config_revision
-
+    if not args.no_registry:
+        pin_refs(cfg)  # every ref exists, is deployable, and the label tables agree
     print(f"{args.config}: valid (revision {config_revision(cfg)})")
     return 0
 
@@ -64,7 +80,9 @@ def cmd_ray_serve(args: argparse.Namespace) -> int:
     import yaml
 
     cfg = load_config(args.config)
-    print(yaml.safe_dump(serve_config(cfg, check_registry=not args.no_registry), sort_keys=False))
+    if not args.no_registry:
+        cfg = pin_refs(cfg)
+    print(yaml.safe_dump(serve_config(cfg), sort_keys=False))
     return 0
 
 
@@ -83,7 +101,8 @@ def run_gateway(
     cfg: GatewayConfig, metrics_port: int, on_ready: Callable[[str], None] | None = None, block: bool = True
 ) -> None:
     """Start a local Ray cluster, deploy the gateway, call ``on_ready(url)``, then serve until stopped."""
-    serve_cfg = serve_config(cfg)  # refuses a config whose variants are missing or not deployable
+    cfg = pin_refs(cfg)  # refuses a config whose variants are missing or not deployable
+    serve_cfg = serve_config(cfg)
     token_env = cfg.admin.token_env
     if not (os.environ.get(token_env) or cfg.admin.token):
         os.environ[token_env] = secrets.token_urlsafe(24)
@@ -131,8 +150,8 @@ def _running_gateway(dashboard: str):
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    new = load_config(args.config)
-    serve_cfg = serve_config(new)  # validation and registry checks happen before anything is sent
+    new = pin_refs(load_config(args.config))  # validation and registry checks before anything is sent
+    serve_cfg = serve_config(new)
     _, found = _running_gateway(args.dashboard)
     if found is None:
         raise control.ControlError(f"no slimgate gateway is running behind {args.dashboard}")
@@ -148,9 +167,35 @@ def cmd_apply(args: argparse.Namespace) -> int:
     control.deploy(serve_cfg, args.dashboard)
     if not args.no_wait:
         control.wait_running(serve_cfg, args.dashboard)
-    rev = serve_cfg["applications"][0]["deployments"][0]["user_config"]["revision"]
-    print(f"applied revision {rev}")
+    _audit_apply(args.state, args.actor, old, new, change.paths)
+    print(f"applied revision {config_revision(new)}")
     return 0
+
+
+def _audit_apply(
+    state: Path | None, actor: str, old: GatewayConfig, new: GatewayConfig, paths: tuple[str, ...]
+) -> None:
+    """Record the apply in the controller's audit log (which also tells the controller it was us)."""
+    import time
+
+    from serving.controller.cli import DEFAULT_STATE
+    from serving.controller.store import AuditEntry, StateStore
+
+    rev = config_revision(new)
+    entry = AuditEntry(
+        actor,
+        "apply",
+        "*",
+        rev,
+        dict(old.routing.weights),
+        dict(new.routing.weights),
+        {},
+        "changes: " + ", ".join(paths),
+        time.time(),
+        rev,
+    )
+    with StateStore(state or DEFAULT_STATE) as store:
+        store.see_config(rev, new.routing.weights, [entry])
 
 
 def cmd_status(args: argparse.Namespace) -> int:

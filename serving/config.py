@@ -139,6 +139,12 @@ class VariantSpec(_Section):
     faults: FaultSpec = Field(
         default_factory=FaultSpec, description="Injected latency, errors or wrong answers (drills only)."
     )
+    progressive: bool = Field(
+        True,
+        description="The rollout controller may advance this candidate through rollout.steps on passing "
+        "analysis; false = it keeps the weight set here (still rolled back on failures) until an "
+        "operator promotes it.",
+    )
 
     @field_validator("ref")
     @classmethod
@@ -300,6 +306,46 @@ class HttpConfig(_Section):
     port: Annotated[StrictPositiveInt, Field(le=65535)] = Field(8000, description="TCP port of the proxy.")
 
 
+class RolloutPolicy(_Section):
+    """How the rollout controller paces candidates and how much evidence each move takes."""
+
+    interval_s: Annotated[StrictFloat, Field(gt=0)] = Field(
+        5.0, description="Seconds between analysis intervals of `slimgate controller run`."
+    )
+    window_s: Annotated[StrictFloat, Field(gt=0)] = Field(
+        30.0, description="Seconds of metrics each interval judges (the PromQL range)."
+    )
+    steps: tuple[int, ...] = Field(
+        (5, 25, 50, 100),
+        description="Candidate traffic percents, strictly increasing, ending at 100 (reached by promotion).",
+    )
+    failures_to_rollback: StrictPositiveInt = Field(
+        2, description="Failing intervals in a row that roll the candidate back."
+    )
+    passes_per_step: StrictPositiveInt = Field(
+        2, description="Passing intervals in a row that move the candidate to the next step."
+    )
+    source_errors_to_act: StrictPositiveInt = Field(
+        3, description="Intervals in a row without metrics after which on_source_errors is taken."
+    )
+    on_source_errors: Literal["freeze", "rollback"] = Field(
+        "freeze", description="What a candidate that cannot be observed gets: held as it is, or rolled back."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("must list at least one weight (100)")
+        if any(isinstance(w, bool) or not 0 < w <= 100 for w in v):
+            raise ValueError(f"every weight must be within 1..100, got {list(v)}")
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError(f"weights must be strictly increasing, got {list(v)}")
+        if v[-1] != 100:
+            raise ValueError(f"must end at 100 (promotion), got {list(v)}")
+        return v
+
+
 class GatewayConfig(_Section):
     variants: dict[VariantKey, VariantSpec] = Field(
         min_length=1, description="Deployment name -> the registry variant it serves and how it is deployed."
@@ -315,6 +361,9 @@ class GatewayConfig(_Section):
         None, description="Registry root; null = $SLIMGATE_REGISTRY or the per-user default."
     )
     http: HttpConfig = Field(default_factory=HttpConfig, description="Where the gateway listens.")
+    rollout: RolloutPolicy = Field(
+        default_factory=RolloutPolicy, description="How the rollout controller rolls back and promotes."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -470,6 +519,21 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
         lines = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"gateway config does not match the registry at {reg.root}:\n{lines}")
     return manifests
+
+
+def pin_refs(cfg: GatewayConfig, registry: Registry | None = None) -> GatewayConfig:
+    """``cfg`` checked against the registry, with every ref pinned to the version it resolves to now.
+
+    A gateway started or changed from a config that says ``student-int8`` then keeps serving the
+    version it loaded, whatever is built later; only another apply moves it.
+    """
+    manifests = check_against_registry(cfg, registry)
+    data = cfg.model_dump(mode="json")
+    if cfg.admin.token is not None:
+        data["admin"]["token"] = cfg.admin.token.get_secret_value()
+    for key, m in manifests.items():
+        data["variants"][key]["ref"] = m.ref
+    return parse_config(data, "pinned config")
 
 
 # -- what a change costs -----------------------------------------------------------------------

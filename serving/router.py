@@ -26,7 +26,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import oip
-from serving.config import GatewayConfig, parse_config
+from serving.config import GatewayConfig, config_revision, parse_config
 from serving.feedback import FeedbackJoin
 from serving.metrics import GatewayMetrics
 from serving.policies import DisagreementLog, InFlightLimiter, ShadowSampler, WeightedSplit, compare_batch
@@ -135,6 +135,8 @@ class Router:
         self.rng = random.Random()
         self.table: RouteTable | None = None
         self.handles: dict[str, Any] = {}
+        # What each variant's replicas loaded (name, version, labels, backend), learnt from the
+        # replicas themselves the first time a version answers: the registry is not read here.
         self.info: dict[str, dict[str, Any]] = {}
         self.label_tables: dict[str, tuple[str, ...]] = {}
         self.limiter = InFlightLimiter(1)
@@ -145,10 +147,7 @@ class Router:
     # -- configuration -------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = parse_config(user_config["gateway"], "router user_config")
-        table = RouteTable.build(cfg, user_config["revision"], self.rng)
-        self.info = {k: v for k, v in user_config.get("variants", {}).items()}
-        # Label tables are looked up on every request; build them once per config.
-        self.label_tables = {k: tuple(v.get("labels", ())) for k, v in self.info.items()}
+        table = RouteTable.build(cfg, config_revision(cfg), self.rng)
         self.limiter.set_limit(cfg.shadow.max_in_flight)
         if self.disagreements.capacity != cfg.shadow.disagreement_samples:
             self.disagreements = DisagreementLog(cfg.shadow.disagreement_samples)
@@ -211,9 +210,18 @@ class Router:
         except BaseException:
             response.cancel()
             raise
-        return CallResult(
-            key, route, out["probabilities"], out["name"], out["version"], time.perf_counter() - start
-        )
+        seconds = time.perf_counter() - start
+        known = self.info.get(key)
+        if known is None or (known["name"], known["version"]) != (out["name"], out["version"]):
+            await self._learn(key)
+        return CallResult(key, route, out["probabilities"], out["name"], out["version"], seconds)
+
+    async def _learn(self, key: str) -> dict[str, Any]:
+        """Ask a variant's replicas what they loaded; once per variant version, off the common path."""
+        info = await asyncio.wait_for(self._handle(key).info.remote(), timeout=10.0)
+        self.info[key] = info
+        self.label_tables[key] = tuple(info["labels"])
+        return info
 
     async def _serve(self, table: RouteTable, key: str, route: str, texts: list[str]) -> CallResult:
         """Call the chosen variant; if it is not the stable one and fails, answer from stable."""
@@ -280,6 +288,12 @@ class Router:
             "slimgate_shadow_latency_delta_seconds", max(0.0, shadow.seconds - served.seconds), variant=key
         )
 
+    async def _learn_or_503(self, key: str) -> dict[str, Any]:
+        try:
+            return await self._learn(key)
+        except Exception as err:  # noqa: BLE001 - a variant that cannot say what it serves is not ready
+            raise ApiError(503, "unavailable", f"variant {key} is not ready ({type(err).__name__})") from None
+
     def _labels(self, key: str) -> tuple[str, ...]:
         return self.label_tables.get(key, ())
 
@@ -336,7 +350,10 @@ class Router:
     async def predict(self, request: Request) -> JSONResponse:
         table = self._table()
         payload = await self._body(table, request)
-        n_labels = len(self._labels(table.cfg.routing.stable)) or 1
+        stable = table.cfg.routing.stable
+        if stable not in self.label_tables:
+            await self._learn_or_503(stable)
+        n_labels = len(self._labels(stable)) or 1
         try:
             req: PredictRequest = parse_predict(payload, table.cfg.limits, n_labels)
         except ApiError:
@@ -443,7 +460,8 @@ class Router:
     async def model_metadata(self, name: str) -> dict[str, Any]:
         table = self._table()
         key = self._model(table, name)
-        info = self.info.get(key or table.cfg.routing.stable, {})
+        target = key or table.cfg.routing.stable
+        info = self.info.get(target) or await self._learn_or_503(target)
         n_labels = len(info.get("labels", ()))
         if key is None:
             return oip.metadata(GATEWAY_MODEL, [table.revision], "slimgate-router", n_labels)

@@ -28,10 +28,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="http://127.0.0.1:8080/metrics",
         help="the gateway's own metrics endpoint, for machines without Prometheus (default)",
     )
-    r.add_argument("--interval", type=float, default=5.0, help="seconds between analysis intervals")
-    r.add_argument("--window", type=float, default=30.0, help="seconds of metrics each interval judges")
+    r.add_argument(
+        "--interval", type=float, default=None, help="seconds between intervals (default: rollout.interval_s)"
+    )
+    r.add_argument(
+        "--window", type=float, default=None, help="seconds of metrics judged (default: rollout.window_s)"
+    )
     r.add_argument("--state", type=Path, default=DEFAULT_STATE, help="SQLite state and audit file")
-    r.add_argument("--metrics-port", type=int, default=9102, help="the controller's own /metrics")
+    r.add_argument(
+        "--metrics-port", type=int, default=9102, help="port of the controller's /metrics and admin API"
+    )
+    r.add_argument("--host", default="127.0.0.1", help="address the metrics and admin API bind to")
     r.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
     r.set_defaults(func=cmd_run)
 
@@ -63,55 +70,58 @@ def fetch_text(url: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from serving.controller.service import run
+    from serving.controller.api import ControllerAPI
+    from serving.controller.service import ControllerMetrics, build, run
     from serving.controller.sources import EmbeddedSource, PrometheusSource
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stop = threading.Event()
     if args.prometheus:
         source = PrometheusSource(args.prometheus)
-        before = None
     else:
         source = EmbeddedSource(lambda: fetch_text(args.embedded))
-        before = source.scrape
-    stop = threading.Event()
-    if before is not None:
-        # The embedded source computes rates from its own snapshots; take one every interval.
-        def scraper() -> None:
-            while not stop.wait(min(1.0, args.interval)):
-                try:
-                    before()
-                except Exception as err:  # noqa: BLE001 - a failed scrape is reported by measure()
-                    logging.getLogger("slimgate.controller").warning("scrape failed: %s", err)
-
-        threading.Thread(target=scraper, daemon=True).start()
+        start_scraping(source, stop, args.interval or 1.0)
+    metrics = ControllerMetrics()
+    ctl = build(source, args.state, window_s=args.window, dashboard=args.dashboard, metrics=metrics)
+    api = ControllerAPI(ctl, metrics, args.host, args.metrics_port).start()
+    print(f"slimgate controller: metrics and admin API at http://{args.host}:{api.port}", flush=True)
     try:
-        run(
-            source,
-            args.state,
-            interval_s=args.interval,
-            window_s=args.window,
-            dashboard=args.dashboard,
-            metrics_port=args.metrics_port,
-            stop=stop,
-        )
+        run(ctl, metrics, interval_s=args.interval, stop=stop)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        api.close()
     return 0
+
+
+def start_scraping(source, stop: threading.Event, every_s: float) -> threading.Thread:
+    """The embedded source computes rates from its own snapshots of the gateway; take them in a thread."""
+
+    def scraper() -> None:
+        while not stop.wait(min(1.0, every_s)):
+            try:
+                source.scrape()
+            except Exception as err:  # noqa: BLE001 - a failed scrape is reported by measure()
+                logging.getLogger("slimgate.controller").warning("scrape failed: %s", err)
+
+    thread = threading.Thread(target=scraper, daemon=True)
+    thread.start()
+    return thread
 
 
 def cmd_operate(args: argparse.Namespace) -> int:
     from serving.controller.decide import InvalidTransition
-    from serving.controller.runner import Controller
-    from serving.controller.service import RayGateway
-    from serving.controller.store import StateStore
+    from serving.controller.service import build
 
     # Operator commands judge nothing, so they need no metrics source.
-    ctl = Controller(RayGateway(args.dashboard), source=None, store=StateStore(args.state))  # type: ignore[arg-type]
+    ctl = build(None, args.state, dashboard=args.dashboard)
     try:
         state = ctl.operate(args.variant, args.command, actor=args.actor)
     except InvalidTransition as err:
         print(f"slimgate: {args.command} refused: {err}", file=sys.stderr)
         return 2
+    finally:
+        ctl.store.close()
     print(f"{args.variant}: {state.phase.value} at {state.weight}% ({state.last_reason})")
     return 0
 
@@ -124,26 +134,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 1
     entries = StateStore(args.state).entries(limit=args.limit)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        **e.__dict__,
-                        "weights_before": dict(e.weights_before),
-                        "weights_after": dict(e.weights_after),
-                        "signals": dict(e.signals),
-                    }
-                    for e in entries
-                ],
-                indent=2,
-                default=str,
-            )
-        )
+        from serving.controller.api import entry_json
+
+        print(json.dumps([entry_json(e) for e in entries], indent=2, default=str))
         return 0
     for e in entries:
         at = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(
-            f"{at} {e.actor:10s} {e.action:9s} {e.variant:16s} {dict(e.weights_before)} -> "
-            f"{dict(e.weights_after)}  {e.reason}"
+            f"{at} {e.actor:12s} {e.action:13s} {e.variant:16s} {e.config_revision or '-':12s} "
+            f"{dict(e.weights_before)} -> {dict(e.weights_after)}  {e.reason}"
         )
     return 0

@@ -32,11 +32,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from serving.config import GatewayConfig, StrictPositiveInt
+from serving.config import GatewayConfig, RolloutPolicy
 from serving.controller.rules import Outcome
 from variants.registry import sha256_json
 
@@ -57,40 +55,8 @@ class InvalidTransition(ValueError):
     """An operator action that the candidate's phase does not allow."""
 
 
-class Policy(BaseModel):
-    """How fast a candidate moves and how much evidence each move takes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    steps: tuple[int, ...] = Field(
-        (5, 25, 50, 100),
-        description="Candidate traffic percents, strictly increasing, ending at 100 (reached by promotion).",
-    )
-    failures_to_rollback: StrictPositiveInt = Field(
-        2, description="Failing intervals in a row that roll the candidate back."
-    )
-    passes_per_step: StrictPositiveInt = Field(
-        2, description="Passing intervals in a row that move the candidate to the next step."
-    )
-    source_errors_to_act: StrictPositiveInt = Field(
-        3, description="Intervals in a row without metrics after which on_source_errors is taken."
-    )
-    on_source_errors: Literal["freeze", "rollback"] = Field(
-        "freeze", description="What a candidate that cannot be observed gets: held as it is, or rolled back."
-    )
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v:
-            raise ValueError("must list at least one weight (100)")
-        if any(isinstance(w, bool) or not 0 < w <= 100 for w in v):
-            raise ValueError(f"every weight must be within 1..100, got {list(v)}")
-        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
-            raise ValueError(f"weights must be strictly increasing, got {list(v)}")
-        if v[-1] != 100:
-            raise ValueError(f"must end at 100 (promotion), got {list(v)}")
-        return v
+# The policy is part of the gateway config (its ``rollout`` section): one schema, one file.
+Policy = RolloutPolicy
 
 
 @dataclass(frozen=True)
@@ -248,9 +214,18 @@ def _advance(before: CandidateState, s: CandidateState, policy: Policy, now: flo
 
 
 def step(
-    state: CandidateState, outcomes: Mapping[str, Outcome] | None, policy: Policy, now: float
+    state: CandidateState,
+    outcomes: Mapping[str, Outcome] | None,
+    policy: Policy,
+    now: float,
+    *,
+    advance: bool = True,
 ) -> Transition:
-    """Judge one interval (see the module docstring for exactly how each kind counts)."""
+    """Judge one interval (see the module docstring for exactly how each kind counts).
+
+    ``advance=False`` (a variant configured ``progressive: false``) judges exactly the same and
+    rolls back the same, but never moves the candidate up: only an operator promotes it.
+    """
     if state.phase in _DONE:
         return state, []
     if outcomes is None:
@@ -269,7 +244,7 @@ def step(
         return replace(s, last_reason="no data: streaks held"), []
     n, need = s.consecutive_passes + 1, policy.passes_per_step
     s = replace(s, consecutive_passes=n, consecutive_failures=0, last_reason=f"passing interval {n}/{need}")
-    if s.phase is not Phase.PROGRESSING or n < need:
+    if s.phase is not Phase.PROGRESSING or n < need or not advance:
         return s, []
     return _advance(state, s, policy, now)
 

@@ -14,10 +14,10 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from serving.config import GatewayConfig, parse_config
+from serving.config import GatewayConfig, config_revision, parse_config
 from serving.controller.decide import (
     Action,
     CandidateState,
@@ -37,8 +37,12 @@ from serving.controller.decide import (
     step,
     track,
 )
-from serving.controller.rules import Measurement, Rule, evaluate_all
+from serving.controller.rules import Measurement, Outcome, Rule, evaluate_all
 from serving.controller.store import AuditEntry, StateStore
+
+
+class NotACandidate(InvalidTransition):
+    """An operator action on a variant that is not a non-stable variant of the running gateway."""
 
 
 class Gateway(Protocol):
@@ -93,6 +97,16 @@ def _keep_out(state: CandidateState, now: float) -> list[Action]:
     return [SetWeight(state.variant, 0, reason), Rollback(state.variant, reason), Record("keep-out", detail)]
 
 
+def interval_outcome(outcomes: Mapping[str, Any] | None) -> str:
+    """How one interval counted: source_error, fail (any rule failed), pass, or no_data."""
+    if outcomes is None:
+        return "source_error"
+    values = {Outcome(v) for v in outcomes.values()}
+    if Outcome.FAIL in values:
+        return "fail"
+    return "pass" if Outcome.PASS in values else "no_data"
+
+
 def candidates(cfg: GatewayConfig) -> list[str]:
     """Variants the controller judges: every non-stable variant that serves or shadows traffic."""
     return sorted(
@@ -107,12 +121,18 @@ class Controller:
     gateway: Gateway
     source: Source
     store: StateStore
-    policy: Policy = field(default_factory=Policy)
+    # None: the running config's ``rollout`` section, read afresh every tick.
+    policy: Policy | None = None
     rules_for: Callable[[str], list[Rule]] = lambda _key: []
     reference_for: Callable[[str], Mapping[str, float] | None] = lambda _key: None
-    window_s: float = 30.0
+    # None: the running config's ``rollout.window_s``.
+    window_s: float | None = None
     clock: Callable[[], float] = time.time
-    on_action: Callable[[str, Action], None] = lambda _key, _a: None
+    # Told of every audit entry written and of every interval's outcome (pass, fail, no_data,
+    # source_error): the service turns them into its metrics.
+    on_record: Callable[[AuditEntry], None] = lambda _e: None
+    on_interval: Callable[[str, str], None] = lambda _key, _outcome: None
+    last_config: GatewayConfig | None = None
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -132,12 +152,13 @@ class Controller:
         with self._exclusive():
             cfg = self.gateway.current()
             if key not in cfg.variants or key == cfg.routing.stable:
-                raise InvalidTransition(f"{key!r} is not a candidate of the running gateway")
+                raise NotACandidate(f"{key!r} is not a candidate of the running gateway")
             now = self.clock()
-            state, cfg = self._track(cfg, key, now)
+            policy = self._policy(cfg)
+            state, cfg = self._track(cfg, key, now, policy)
             reason = f"{command} by {actor}"
             if command == "promote":
-                state, actions = promote(state, self.policy, now, reason=reason, actor=actor)
+                state, actions = promote(state, policy, now, reason=reason, actor=actor)
             elif command == "abort":
                 state, actions = abort(state, now, reason=reason, actor=actor)
             elif command == "pause":
@@ -146,21 +167,29 @@ class Controller:
                 state, actions = resume(state, now, reason=reason, actor=actor)
             else:
                 raise ValueError(f"unknown command {command!r}: promote, abort, pause or resume")
-            self._apply(cfg, state, actions)
+            self._apply(cfg, state, actions, policy)
             return state
 
-    def _track(self, cfg: GatewayConfig, key: str, now: float) -> tuple[CandidateState, GatewayConfig]:
+    def _policy(self, cfg: GatewayConfig) -> Policy:
+        return self.policy if self.policy is not None else cfg.rollout
+
+    def window(self, cfg: GatewayConfig) -> float:
+        return self.window_s if self.window_s is not None else cfg.rollout.window_s
+
+    def _track(
+        self, cfg: GatewayConfig, key: str, now: float, policy: Policy
+    ) -> tuple[CandidateState, GatewayConfig]:
         """The candidate's stored state, (re)started when the running config holds a new revision."""
         state, actions = track(
             self.store.load(key),
             key,
             revision_of(cfg, key),
-            self.policy,
+            policy,
             now,
             weight=cfg.routing.weights.get(key, 0),
             rolled_back=self.store.rolled_back(key),
         )
-        return state, self._apply(cfg, state, actions)
+        return state, self._apply(cfg, state, actions, policy)
 
     def tick(self) -> dict[str, CandidateState]:
         """One analysis interval for every candidate; returns their states afterwards."""
@@ -171,32 +200,67 @@ class Controller:
         from serving.controller.sources import SourceError
 
         cfg = self.gateway.current()
+        self.last_config = cfg
         now = self.clock()
+        self._notice_outside_changes(cfg, now)
+        policy, window = self._policy(cfg), self.window(cfg)
         out: dict[str, CandidateState] = {}
         stable = cfg.routing.stable
         for key in candidates(cfg):
-            state, cfg = self._track(cfg, key, now)
+            state, cfg = self._track(cfg, key, now, policy)
             if state.phase is Phase.ROLLED_BACK:
                 # Same revision handed traffic again (e.g. the old config re-applied): it stays out.
-                cfg = self._apply(cfg, state, _keep_out(state, now))
+                cfg = self._apply(cfg, state, _keep_out(state, now), policy)
             if state.phase in (Phase.ROLLED_BACK, Phase.PROMOTED):
                 out[key] = state
                 continue
             rules = self.rules_for(key)
             signals = sorted({r.signal for r in rules})
             try:
-                cand = self.source.measure(key, signals, self.window_s, self.reference_for(key))
-                base = self.source.measure(stable, signals, self.window_s, self.reference_for(stable))
+                cand = self.source.measure(key, signals, window, self.reference_for(key))
+                base = self.source.measure(stable, signals, window, self.reference_for(stable))
                 outcomes: dict[str, Any] | None = evaluate_all(rules, cand, base)
             except SourceError:
                 outcomes = None
-            state, actions = step(state, outcomes, self.policy, now)
-            cfg = self._apply(cfg, state, actions)
+            self.on_interval(key, interval_outcome(outcomes))
+            advance = cfg.variants[key].progressive
+            state, actions = step(state, outcomes, policy, now, advance=advance)
+            cfg = self._apply(cfg, state, actions, policy)
             out[key] = state
         return out
 
-    def _apply(self, cfg: GatewayConfig, state: CandidateState, actions: list[Action]) -> GatewayConfig:
-        check_actions(actions, stable=cfg.routing.stable, policy=self.policy)
+    def _notice_outside_changes(self, cfg: GatewayConfig, now: float) -> None:
+        """Audit a config change made neither by this controller nor by ``slimgate apply``.
+
+        (e.g. ``helm upgrade`` or Ray's REST API used directly): who did it is unknown here, but
+        when, what revision and which weights are not.
+        """
+        rev, weights = config_revision(cfg), dict(cfg.routing.weights)
+        seen = self.store.seen_config()
+        audit = []
+        if seen is not None and seen[0] != rev:
+            audit.append(
+                AuditEntry(
+                    "unknown",
+                    "config-change",
+                    "*",
+                    rev,
+                    seen[1],
+                    weights,
+                    {},
+                    f"config revision {seen[0]} -> {rev} outside slimgate apply and this controller",
+                    now,
+                    rev,
+                )
+            )
+        if seen is None or seen[0] != rev:
+            for entry in self.store.see_config(rev, weights, audit):
+                self.on_record(entry)
+
+    def _apply(
+        self, cfg: GatewayConfig, state: CandidateState, actions: list[Action], policy: Policy
+    ) -> GatewayConfig:
+        check_actions(actions, stable=cfg.routing.stable, policy=policy)
         before = dict(cfg.routing.weights)
         audit: list[AuditEntry] = []
         for act in actions:
@@ -213,6 +277,7 @@ class Controller:
                         d.get("signals", {}),
                         d["reason"],
                         d["at"],
+                        config_revision(cfg),
                     )
                 )
                 continue
@@ -220,6 +285,9 @@ class Controller:
             if new != cfg:
                 self.gateway.apply(new)  # traffic first: the record follows what really happened
                 cfg = new
-            self.on_action(state.variant, act)
-        self.store.save(state, audit)
+        saved = self.store.save(state, audit)
+        if dict(cfg.routing.weights) != before or saved:
+            self.store.see_config(config_revision(cfg), cfg.routing.weights)
+        for entry in saved:
+            self.on_record(entry)
         return cfg

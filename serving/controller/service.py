@@ -15,15 +15,16 @@ import time
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from serving import control
 from serving.app import serve_config
 from serving.commands import _running_gateway
 from serving.config import GatewayConfig, parse_config
-from serving.controller.decide import Phase, Policy
+from serving.controller.decide import CandidateState, Phase, Policy
 from serving.controller.rules import Rule, default_rules
 from serving.controller.runner import Controller, Source
-from serving.controller.store import StateStore
+from serving.controller.store import AuditEntry, StateStore
 from serving.metrics import SPECS
 
 log = logging.getLogger("slimgate.controller")
@@ -79,73 +80,91 @@ def lineage_reference(gateway: RayGateway) -> Callable[[str], Mapping[str, float
 
 
 class ControllerMetrics:
-    """The controller's own /metrics (prometheus_client), names from serving.metrics."""
+    """The controller's own metrics (prometheus_client), names and labels from serving.metrics."""
 
-    def __init__(self, port: int | None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
-        self.m = {}
+        self.m: dict[str, Any] = {}
         for s in SPECS.values():
             if s.exporter != "controller":
                 continue
             cls = Counter if s.kind == "counter" else Gauge
             self.m[s.name] = cls(s.name, s.help, list(s.labels), registry=self.registry)
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
-    def observe(self, states: Mapping, source_ok: bool) -> None:
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+    def observe(self, states: Mapping[str, CandidateState], source_ok: bool) -> None:
         self.m["slimgate_controller_source_up"].set(1 if source_ok else 0)
+        if not source_ok:
+            self.m["slimgate_controller_source_errors"].inc()
         for key, st in states.items():
             for ph in Phase:
                 self.m["slimgate_controller_phase"].labels(key, ph.value).set(1 if st.phase is ph else 0)
             self.m["slimgate_controller_weight"].labels(key).set(st.weight)
 
+    def interval(self, key: str, outcome: str) -> None:
+        self.m["slimgate_controller_intervals"].labels(key, outcome).inc()
 
-def run(
-    source: Source,
+    def record(self, entry: AuditEntry) -> None:
+        actor = "controller" if entry.actor == "controller" else "operator"
+        if entry.action in _ROLLBACKS:
+            self.m["slimgate_controller_rollbacks"].labels(entry.variant, actor).inc()
+        elif entry.action in _PROMOTIONS:
+            self.m["slimgate_controller_promotions"].labels(entry.variant, actor).inc()
+
+
+_ROLLBACKS = frozenset({"rollback"})
+_PROMOTIONS = frozenset({"advance", "promote"})
+
+
+def build(
+    source: Source | None,
     state_path: Path,
     *,
-    interval_s: float = 5.0,
-    window_s: float = 30.0,
+    window_s: float | None = None,
     policy: Policy | None = None,
     dashboard: str = control.DEFAULT_DASHBOARD,
-    metrics_port: int | None = None,
-    stop: threading.Event | None = None,
-) -> None:
+    metrics: ControllerMetrics | None = None,
+) -> Controller:
+    """A controller on the running gateway, judging with lineage-derived rules; policy from its config."""
     gateway = RayGateway(dashboard)
-    metrics = ControllerMetrics(metrics_port)
-
-    def on_action(key: str, act: object) -> None:
-        name = type(act).__name__
-        if name == "Rollback":
-            metrics.m["slimgate_controller_rollbacks"].labels(key, "controller").inc()
-        elif name in ("SetWeight", "Promote"):
-            metrics.m["slimgate_controller_promotions"].labels(key, "controller").inc()
-        log.info("%s: %s", key, act)
-
-    ctl = Controller(
+    metrics = metrics or ControllerMetrics()
+    return Controller(
         gateway,
-        source,
+        source,  # type: ignore[arg-type] - operator-only controllers judge nothing
         StateStore(state_path),
-        policy or Policy(),
+        policy,
         rules_for=lineage_rules(gateway),
         reference_for=lineage_reference(gateway),
         window_s=window_s,
-        on_action=on_action,
+        on_record=metrics.record,
+        on_interval=metrics.interval,
     )
+
+
+def run(
+    ctl: Controller,
+    metrics: ControllerMetrics,
+    *,
+    interval_s: float | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Tick every interval (the config's ``rollout.interval_s`` unless given) until ``stop`` is set."""
     stop = stop or threading.Event()
     while not stop.is_set():
         started = time.monotonic()
         try:
             states = ctl.tick()
-            ok = all(s.consecutive_source_errors == 0 for s in states.values())
-            metrics.observe(states, ok)
-            if not ok:
-                metrics.m["slimgate_controller_source_errors"].inc()
+            metrics.observe(states, all(s.consecutive_source_errors == 0 for s in states.values()))
             for key, st in states.items():
                 log.info("%s: %s at %d%% (%s)", key, st.phase.value, st.weight, st.last_reason)
         except control.ControlError as err:
             # The gateway itself is unreachable: nothing to judge, nothing to change; keep trying.
             log.warning("gateway unreachable: %s", err)
-        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+        every = interval_s or (ctl.last_config.rollout.interval_s if ctl.last_config else 5.0)
+        stop.wait(max(0.0, every - (time.monotonic() - started)))

@@ -24,7 +24,7 @@ from typing import Any
 
 from serving.controller.decide import CandidateState, Phase
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _APPEND_ONLY = "audit log is append-only"
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS candidates (
@@ -49,7 +49,12 @@ CREATE TABLE IF NOT EXISTS audit (
     weights_before TEXT NOT NULL,
     weights_after TEXT NOT NULL,
     signals TEXT NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    config_revision TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
@@ -76,6 +81,8 @@ class AuditEntry:
     signals: Mapping[str, Any]
     reason: str
     at: float
+    # The gateway config revision the change produced (what `slimgate status` shows).
+    config_revision: str = ""
     id: int | None = field(default=None, compare=False)
 
 
@@ -109,6 +116,8 @@ class StateStore:
                 )
             # WAL lets a CLI read the audit log while the controller writes.
             self._db.execute("PRAGMA journal_mode=WAL")
+            if version == 1:  # schema 1 had no config revision per entry and no meta table
+                self._db.execute("ALTER TABLE audit ADD COLUMN config_revision TEXT NOT NULL DEFAULT ''")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
@@ -175,7 +184,7 @@ class StateStore:
     def _insert(db: sqlite3.Connection, e: AuditEntry) -> AuditEntry:
         cur = db.execute(
             "INSERT INTO audit (at, actor, action, variant, revision, weights_before, weights_after, "
-            "signals, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "signals, reason, config_revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 e.at,
                 e.actor,
@@ -186,6 +195,7 @@ class StateStore:
                 json.dumps(dict(e.weights_after), sort_keys=True),
                 json.dumps(dict(e.signals), sort_keys=True),
                 e.reason,
+                e.config_revision,
             ),
         )
         return AuditEntry(**{**asdict(e), "id": cur.lastrowid})
@@ -201,13 +211,46 @@ class StateStore:
         signals: Mapping[str, Any],
         reason: str,
         at: float,
+        config_revision: str = "",
     ) -> AuditEntry:
         """Add one entry to the audit log; there is no way to change or remove it afterwards."""
         entry = AuditEntry(
-            actor, action, variant, revision, weights_before, weights_after, signals, reason, at
+            actor,
+            action,
+            variant,
+            revision,
+            weights_before,
+            weights_after,
+            signals,
+            reason,
+            at,
+            config_revision,
         )
         with self._tx() as db:
             return self._insert(db, entry)
+
+    # -- config revisions seen -----------------------------------------------------------------
+    def seen_config(self) -> tuple[str, dict[str, int]] | None:
+        """The last gateway config revision and weights recorded (by the controller or an apply)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+        if row is None:
+            return None
+        d = json.loads(row[0])
+        return d["revision"], d["weights"]
+
+    def see_config(
+        self, revision: str, weights: Mapping[str, int], audit: Iterable[AuditEntry] = ()
+    ) -> list[AuditEntry]:
+        """Remember the gateway's current config revision and weights, with its audit entries, atomically."""
+        value = json.dumps({"revision": revision, "weights": dict(weights)}, sort_keys=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('config', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (value,),
+            )
+            return [self._insert(db, e) for e in audit]
 
     def entries(self, since: float | None = None, limit: int | None = None) -> list[AuditEntry]:
         """Entries at or after ``since`` (clock seconds), oldest first; ``limit`` keeps the newest ones."""

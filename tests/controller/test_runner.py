@@ -160,3 +160,88 @@ def test_operator_promote_makes_the_candidate_stable(setup):
     assert gw.cfg.routing.stable == "canary"
     with pytest.raises(InvalidTransition, match="not a candidate"):
         ctl.operate("canary", "pause")  # it is the stable variant now
+
+
+def _from_config(tmp_path, cfg, src, **kw):
+    """A controller taking its policy from the gateway config (as `slimgate controller run` does)."""
+    return Controller(
+        FakeGateway(cfg),
+        src,
+        StateStore(tmp_path / "cfg.db"),
+        rules_for=lambda _k: [Rule(signal="error_rate", max=0.05)],
+        clock=Clock(),
+        **kw,
+    )
+
+
+def _with(cfg, **sections):
+    data = cfg.model_dump(mode="json")
+    for path, value in sections.items():
+        node = data
+        *parents, leaf = path.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return parse_config(data)
+
+
+def test_policy_comes_from_the_config_rollout_section(tmp_path):
+    cfg = _with(_cfg(), rollout={"steps": [10, 100], "passes_per_step": 1, "window_s": 12.5})
+    windows = []
+
+    class Recording(FakeSource):
+        def measure(self, variant, signals, window_s, reference):
+            windows.append(window_s)
+            return super().measure(variant, signals, window_s, reference)
+
+    ctl = _from_config(tmp_path, cfg, Recording())
+    assert ctl.tick()["canary"].weight == 10
+    assert ctl.tick()["canary"].phase is Phase.PROMOTED
+    assert set(windows) == {12.5}
+
+
+def test_non_progressive_candidate_is_judged_and_rolled_back_but_never_advanced(tmp_path):
+    cfg = _with(
+        _cfg({"stable": 90, "canary": 10}),
+        variants__canary__progressive=False,
+        rollout={"passes_per_step": 1},
+    )
+    src = FakeSource()
+    outcomes = []
+    ctl = _from_config(tmp_path, cfg, src, on_interval=lambda key, o: outcomes.append(o))
+    for _ in range(4):
+        assert ctl.tick()["canary"].weight == 10  # passing intervals, but it stays where the config put it
+    src.error_rate["canary"] = 0.5
+    ctl.tick()
+    assert ctl.tick()["canary"].phase is Phase.ROLLED_BACK
+    assert outcomes == ["pass"] * 4 + ["fail"] * 2
+    assert ctl.gateway.cfg.routing.weights["canary"] == 0
+
+
+def test_interval_outcomes_and_audit_entries_are_reported(setup):
+    gw, src, ctl = setup
+    outcomes, records = [], []
+    ctl.on_interval = lambda key, o: outcomes.append((key, o))
+    ctl.on_record = records.append
+    ctl.tick()
+    src.down = True
+    ctl.tick()
+    assert outcomes == [("canary", "pass"), ("canary", "source_error")]
+    assert [r.action for r in records] == ["track", "advance"]
+    # Each entry names the config revision the change produced.
+    from serving.config import config_revision
+
+    assert records[-1].config_revision == config_revision(gw.cfg)
+
+
+def test_config_change_made_outside_the_controller_is_audited(setup):
+    gw, _src, ctl = setup
+    ctl.tick()  # the controller sets 5% and remembers the revision it produced
+    before = dict(gw.cfg.routing.weights)
+    gw.cfg = _cfg({"stable": 70, "canary": 30})  # e.g. `helm upgrade` or Ray's REST API directly
+    ctl.tick()
+    change = next(e for e in ctl.store.entries() if e.action == "config-change")
+    assert change.actor == "unknown" and change.weights_before == before
+    assert change.weights_after == {"stable": 70, "canary": 30}
+    ctl.tick()  # noticed once, not every tick
+    assert [e.action for e in ctl.store.entries()].count("config-change") == 1

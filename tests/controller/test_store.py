@@ -142,7 +142,17 @@ def test_audit_log_refuses_update_and_delete(store: StateStore, db_path: Path, s
 
 def test_store_has_no_way_to_change_the_audit_log() -> None:
     public = {n for n in dir(StateStore) if not n.startswith("_")}
-    assert public == {"load", "save", "all", "rolled_back", "append", "entries", "close"}
+    assert public == {
+        "load",
+        "save",
+        "all",
+        "rolled_back",
+        "append",
+        "entries",
+        "close",
+        "seen_config",
+        "see_config",
+    }
 
 
 def test_a_newer_schema_is_refused(db_path: Path) -> None:
@@ -162,3 +172,26 @@ def test_an_unreadable_state_is_a_store_error(store: StateStore, db_path: Path) 
     raw.close()
     with pytest.raises(StoreError, match="unreadable"):
         store.load("odd")
+
+
+def test_schema_1_store_is_upgraded_in_place_and_keeps_its_audit(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,"
+        " action TEXT NOT NULL, variant TEXT NOT NULL, revision TEXT NOT NULL, weights_before TEXT NOT NULL,"
+        " weights_after TEXT NOT NULL, signals TEXT NOT NULL, reason TEXT NOT NULL);"
+        "INSERT INTO audit (at, actor, action, variant, revision, weights_before, weights_after, signals,"
+        " reason) VALUES (1.0, 'controller', 'track', 'canary', 'r1', '{}', '{}', '{}', 'x');"
+        "PRAGMA user_version=1;"
+    )
+    db.close()
+    with StateStore(path) as store:
+        (old,) = store.entries()
+        assert (old.action, old.config_revision) == ("track", "")
+        assert store.seen_config() is None
+        store.see_config("abc123", {"base": 100}, [entry(2.0, config_revision="abc123")])
+        assert store.seen_config() == ("abc123", {"base": 100})
+        assert [e.config_revision for e in store.entries()] == ["", "abc123"]

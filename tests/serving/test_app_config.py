@@ -14,7 +14,7 @@ def _cfg(**routing):
 
 def test_serve_config_is_valid_for_ray_serve():
     cfg = load_config()
-    out = serve_config(cfg, check_registry=False)
+    out = serve_config(cfg)
     ServeDeploySchema.model_validate(out)  # Ray Serve's own schema accepts it
     names = [a["name"] for a in out["applications"]]
     assert names == ["slimgate", *[f"variant-{k}" for k in sorted(cfg.variants)]]
@@ -24,19 +24,29 @@ def test_serve_config_is_valid_for_ray_serve():
 
 
 def test_weight_change_touches_only_user_config():
-    a = serve_config(_cfg(weights={"student-int8": 90, "teacher-int8": 10}), check_registry=False)
-    b = serve_config(_cfg(weights={"student-int8": 50, "teacher-int8": 50}), check_registry=False)
+    a = serve_config(_cfg(weights={"student-int8": 90, "teacher-int8": 10}))
+    b = serve_config(_cfg(weights={"student-int8": 50, "teacher-int8": 50}))
     # App args (Ray's code version) are identical, so no replica restarts...
     assert [x["args"] for x in a["applications"]] == [x["args"] for x in b["applications"]]
     # ...and only the router's user_config differs.
     ra, rb = a["applications"][0]["deployments"][0], b["applications"][0]["deployments"][0]
-    assert ra["user_config"]["revision"] != rb["user_config"]["revision"]
+    assert ra["user_config"] != rb["user_config"]
     assert a["applications"][1:] == b["applications"][1:]
+
+
+def test_serve_config_depends_on_the_config_alone():
+    # No registry is read: the Helm chart can mirror this translation for KubeRay.
+    cfg = load_config()
+    out = serve_config(cfg)
+    assert out == serve_config(parse_config(cfg.model_dump(mode="json")))
+    args = {a["args"]["key"]: a["args"]["ref"] for a in out["applications"][1:]}
+    assert args == {k: v.ref for k, v in cfg.variants.items()}
+    assert out["applications"][0]["deployments"][0]["user_config"].keys() == {"gateway"}
 
 
 def test_gateway_config_round_trips_through_the_deployed_serve_config():
     cfg = load_config()
-    found = gateway_from_serve_config(serve_config(cfg, check_registry=False))
+    found = gateway_from_serve_config(serve_config(cfg))
     assert found is not None
     gateway, revision = found
     assert revision == config_revision(cfg)
@@ -46,5 +56,5 @@ def test_gateway_config_round_trips_through_the_deployed_serve_config():
 def test_secrets_never_reach_user_config():
     base = load_config().model_dump(mode="json")
     base["admin"]["token"] = "s3cret-token"
-    out = serve_config(parse_config(base), check_registry=False)
+    out = serve_config(parse_config(base))
     assert "s3cret-token" not in str(out)

@@ -14,6 +14,7 @@ from serving.config import (
     json_schema,
     load_config,
     parse_config,
+    pin_refs,
     resolve_admin_token,
 )
 from variants.registry import Gate, Registry
@@ -405,6 +406,19 @@ def test_registry_check_passes_and_resolves(registry):
     }
     latest = _with("variants.canary.ref", "student-int8-qat")
     assert check_against_registry(parse_config(latest), registry)["canary"].version == 1
+
+
+def test_pinning_fixes_every_ref_to_the_version_found_now(registry):
+    data = _with("variants.canary.ref", "student-int8-qat")
+    data["admin"] = {"token": "kept-through-pinning"}
+    pinned = pin_refs(parse_config(data), registry)
+    assert {k: v.ref for k, v in pinned.variants.items()} == {
+        "stable": "student-int8@1",
+        "canary": "student-int8-qat@1",
+        "shadow": "teacher-onnx@1",
+    }
+    assert pinned.admin.token is not None and pinned.admin.token.get_secret_value() == "kept-through-pinning"
+    assert pinned.routing == parse_config(data).routing
 
 
 def test_registry_check_names_missing_variants(registry):
