@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -143,6 +144,19 @@ class Router:
         self.disagreements = DisagreementLog(1)
         self.feedback: FeedbackJoin | None = None
         self.shadow_tasks: set[asyncio.Task] = set()
+        threading.Thread(target=self._restate_gauges, name="slimgate-gauges", daemon=True).start()
+
+    def _restate_gauges(self) -> None:
+        # Ray's metrics agent forgets a gauge that is not set again within two report intervals,
+        # so the router states its weights and config revision every second, not once per config.
+        # Variants removed from the config are simply no longer stated and age out.
+        while True:
+            table = self.table
+            if table is not None:
+                for key in table.cfg.variants:
+                    self.metrics.set("slimgate_weight", table.cfg.routing.weights.get(key, 0), variant=key)
+                self.metrics.set("slimgate_config_revision", 1, revision=table.revision)
+            time.sleep(1.0)
 
     # -- configuration -------------------------------------------------------------------
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -157,13 +171,7 @@ class Router:
             fb.retention_s,
         ):
             self.feedback = FeedbackJoin(fb.max_entries, fb.retention_s)
-        previous = self.table
         self.table = table  # one assignment: requests in flight keep the table they started with
-        for key in cfg.variants:
-            self.metrics.set("slimgate_weight", cfg.routing.weights.get(key, 0), variant=key)
-        if previous is not None and previous.revision != table.revision:
-            self.metrics.set("slimgate_config_revision", 0, revision=previous.revision)
-        self.metrics.set("slimgate_config_revision", 1, revision=table.revision)
 
     def _table(self) -> RouteTable:
         if self.table is None:

@@ -14,10 +14,10 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from serving.config import GatewayConfig, config_revision, parse_config
+from serving.config import ConfigError, GatewayConfig, config_revision, parse_config
 from serving.controller.decide import (
     Action,
     CandidateState,
@@ -43,6 +43,10 @@ from serving.controller.store import AuditEntry, StateStore
 
 class NotACandidate(InvalidTransition):
     """An operator action on a variant that is not a non-stable variant of the running gateway."""
+
+
+class NotAllowed(InvalidTransition):
+    """A move the gateway config does not allow (the config with it would be invalid)."""
 
 
 class Gateway(Protocol):
@@ -95,6 +99,9 @@ def _keep_out(state: CandidateState, now: float) -> list[Action]:
         "at": now,
     }
     return [SetWeight(state.variant, 0, reason), Rollback(state.variant, reason), Record("keep-out", detail)]
+
+
+INTERVAL_OUTCOMES = ("pass", "fail", "no_data", "source_error")
 
 
 def interval_outcome(outcomes: Mapping[str, Any] | None) -> str:
@@ -224,8 +231,13 @@ class Controller:
                 outcomes = None
             self.on_interval(key, interval_outcome(outcomes))
             advance = cfg.variants[key].progressive
+            before = state
             state, actions = step(state, outcomes, policy, now, advance=advance)
-            cfg = self._apply(cfg, state, actions, policy)
+            try:
+                cfg = self._apply(cfg, state, actions, policy)
+            except NotAllowed as err:
+                state = replace(before, last_reason=f"held: {err}")
+                self.store.save(state)
             out[key] = state
         return out
 
@@ -281,7 +293,14 @@ class Controller:
                     )
                 )
                 continue
-            new = reweigh(cfg, act)
+            try:
+                new = reweigh(cfg, act)
+            except ConfigError as err:
+                # Nothing was applied yet for this move and its state is not saved: the caller
+                # keeps the candidate where it is.
+                raise NotAllowed(
+                    f"the config does not allow {type(act).__name__} of {state.variant}: {err}"
+                ) from None
             if new != cfg:
                 self.gateway.apply(new)  # traffic first: the record follows what really happened
                 cfg = new

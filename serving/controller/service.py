@@ -23,7 +23,7 @@ from serving.commands import _running_gateway
 from serving.config import GatewayConfig, parse_config
 from serving.controller.decide import CandidateState, Phase, Policy
 from serving.controller.rules import Rule, default_rules
-from serving.controller.runner import Controller, Source
+from serving.controller.runner import INTERVAL_OUTCOMES, Controller, Source
 from serving.controller.store import AuditEntry, StateStore
 from serving.metrics import SPECS
 
@@ -103,6 +103,14 @@ class ControllerMetrics:
         if not source_ok:
             self.m["slimgate_controller_source_errors"].inc()
         for key, st in states.items():
+            # Counters start at 0 for every label set a candidate can produce: Prometheus'
+            # increase() cannot see a counter's first step from nothing, so without the 0 the
+            # first rollback would never show as an annotation.
+            for actor in ("controller", "operator"):
+                self.m["slimgate_controller_rollbacks"].labels(key, actor)
+                self.m["slimgate_controller_promotions"].labels(key, actor)
+            for outcome in INTERVAL_OUTCOMES:
+                self.m["slimgate_controller_intervals"].labels(key, outcome)
             for ph in Phase:
                 self.m["slimgate_controller_phase"].labels(key, ph.value).set(1 if st.phase is ph else 0)
             self.m["slimgate_controller_weight"].labels(key).set(st.weight)

@@ -245,3 +245,21 @@ def test_config_change_made_outside_the_controller_is_audited(setup):
     assert change.weights_after == {"stable": 70, "canary": 30}
     ctl.tick()  # noticed once, not every tick
     assert [e.action for e in ctl.store.entries()].count("config-change") == 1
+
+
+def test_a_move_the_config_forbids_is_held_not_crashed(tmp_path):
+    # A shadow may take longer than a served request; serving traffic it could not, so the
+    # config with it at any weight is invalid: the controller holds it, an operator is refused.
+    cfg = _with(
+        _cfg(),
+        variants__canary__timeout_s=20.0,
+        limits={"request_timeout_s": 10.0},
+        rollout={"passes_per_step": 1},
+    )
+    ctl = _from_config(tmp_path, cfg, FakeSource())
+    state = ctl.tick()["canary"]
+    assert state.weight == 0 and "held: the config does not allow SetWeight" in state.last_reason
+    assert "timeout_s" in state.last_reason and ctl.gateway.applied == []
+    with pytest.raises(InvalidTransition, match="does not allow Promote"):
+        ctl.operate("canary", "promote")
+    assert ctl.gateway.cfg == cfg and [e.action for e in ctl.store.entries()] == ["track"]

@@ -16,13 +16,26 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import METRICS_PORT, PORT, TINY, TOKEN, Gateway, PrometheusServer
+from e2e_support import CONTROLLER_PORT, METRICS_PORT, PORT, TINY, TOKEN, Gateway, PrometheusServer
 
 from variants import Registry
 from variants.assessment import assess
 from variants.dataset import load_dataset
 from variants.pipeline import build
 from variants.recipe import parse_recipe
+
+
+@pytest.fixture(scope="session", autouse=True)
+def controller_state(tmp_path_factory):
+    """Every `slimgate apply` of the tests audits into a scratch state file, never the user's."""
+    path = tmp_path_factory.mktemp("controller-state") / "controller.db"
+    old = os.environ.get("SLIMGATE_STATE")
+    os.environ["SLIMGATE_STATE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SLIMGATE_STATE", None)
+    else:
+        os.environ["SLIMGATE_STATE"] = old
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +98,11 @@ def gateway(registry_root, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def prometheus(gateway, tmp_path_factory):
-    """A real Prometheus server (Debian's package) scraping the gateway's Ray metrics every second."""
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), 19090, [f"127.0.0.1:{METRICS_PORT}"])
+    """A real Prometheus server (Debian's package) scraping the gateway's Ray metrics every second.
+
+    It also scrapes the controller's port, where the tests that run `slimgate controller run` put it.
+    """
+    targets = [f"127.0.0.1:{METRICS_PORT}", f"127.0.0.1:{CONTROLLER_PORT}"]
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), 19090, targets)
     yield server.url
     server.stop()

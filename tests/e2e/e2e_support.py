@@ -12,6 +12,7 @@ import yaml
 TOKEN = "test-admin-token"
 PORT = 18000
 METRICS_PORT = 18080
+CONTROLLER_PORT = 19102
 TINY = {
     "data": {"max_length": 32},
     "teacher": {"train_examples": 128, "max_steps": 4, "batch_size": 32, "learning_rate": 2e-4},

@@ -1,0 +1,170 @@
+"""The operations surface end to end: `slimgate controller run` on the real gateway, scraped by a real
+Prometheus, every Grafana dashboard query answered, the admin API and the audit log.
+
+One drill produces every series the dashboard charts: a canary that fails half its calls (errors,
+fallbacks, then a rollback by the controller), a shadow that is slow, wrong and failing (shadow
+requests, drops, errors, disagreements, latency deltas), client mistakes, ground-truth feedback,
+and an operator promotion through the controller's admin API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+from e2e_support import CONTROLLER_PORT, TEXT_POOL, TOKEN
+
+from serving.controller.service import RayGateway
+from serving.controller.sources import PrometheusSource
+from serving.ops.assets import dashboard_queries
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def _traffic(gateway, stop: threading.Event, served: list) -> None:
+    i = 0
+    while not stop.is_set():
+        r = gateway.predict([TEXT_POOL[i % len(TEXT_POOL)]], headers={"x-user-id": f"ops-{i}"})
+        if r.status_code == 200 and len(served) < 50:
+            body = r.json()
+            served.append((body["request_id"], body["outputs"][0]["label"]))
+        i += 1
+
+
+def _start_controller(prometheus: str, state, log_path):
+    env = {**os.environ, "SLIMGATE_ADMIN_TOKEN": TOKEN}
+    log = open(log_path, "w")  # noqa: SIM115 - closed by the caller
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving.cli",
+            "controller",
+            "run",
+            "--prometheus",
+            prometheus,
+            "--state",
+            str(state),
+            "--metrics-port",
+            str(CONTROLLER_PORT),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return proc, log
+
+
+def _wait(predicate, timeout: float, what: str, log_path=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    tail = log_path.read_text()[-4000:] if log_path else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus, tmp_path):
+    gateway.apply(
+        **{
+            "variants.canary.faults": {"error_rate": 0.5},
+            "variants.shadow.faults": {"delay_ms": 150.0, "error_rate": 0.2, "flip_rate": 0.5},
+            "variants.shadow.timeout_s": 10.0,  # so that it may serve once promoted
+            "shadow.fraction": 1.0,
+            "shadow.max_in_flight": 1,
+            "rollout": {"interval_s": 2.0, "window_s": 10.0, "failures_to_rollback": 2},
+        }
+    )
+    state, log_path = tmp_path / "controller.db", tmp_path / "controller.log"
+    stop, served = threading.Event(), []
+    workers = [threading.Thread(target=_traffic, args=(gateway, stop, served)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    proc, log = _start_controller(prometheus, state, log_path)
+    api = httpx.Client(base_url=f"http://127.0.0.1:{CONTROLLER_PORT}", timeout=60)
+    try:
+        # Client mistakes and ground truth, so that their series exist too.
+        assert gateway.predict([]).status_code == 422
+        _wait(lambda: len(served) >= 10, 60, "served answers")
+        for rid, label in served[:10]:
+            fb = gateway.client.post("/v1/feedback", json={"request_id": rid, "label": label})
+            assert fb.status_code == 202, fb.text
+
+        def rolled_back():
+            try:
+                r = api.get("/admin/candidates", headers=AUTH)
+            except httpx.HTTPError:
+                return None
+            phases = (
+                {c["variant"]: c["phase"] for c in r.json()["candidates"]} if r.status_code == 200 else {}
+            )
+            return phases.get("canary") == "rolled_back"
+
+        _wait(rolled_back, 120, "the controller to roll the failing canary back", log_path)
+        running = RayGateway().current()
+        assert running.routing.weights["canary"] == 0
+
+        # The operator promotes the shadow by hand through the admin API (it still fails sometimes:
+        # a person may overrule the analysis, and the audit log says who did).
+        r = api.post("/admin/candidates/shadow/promote", headers=AUTH, json={"actor": "e2e"})
+        assert r.status_code == 200, r.text
+        assert RayGateway().current().routing.stable == "shadow"
+
+        source = PrometheusSource(prometheus)
+        queries = dashboard_queries()
+
+        empty, deadline = queries, time.monotonic() + 45
+        while empty and time.monotonic() < deadline:
+            time.sleep(2)
+            empty = [q for q in queries if not source.query(q)]
+        assert not empty, "dashboard queries without series:\n" + "\n".join(empty)
+
+        audit = subprocess.run(
+            [sys.executable, "-m", "serving.cli", "audit", "--state", str(state), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        entries = json.loads(audit.stdout)
+        actions = [(e["actor"], e["action"], e["variant"]) for e in entries]
+        assert ("controller", "rollback", "canary") in actions
+        assert ("api:e2e", "promote", "shadow") in actions
+        rollback = next(e for e in entries if e["action"] == "rollback")
+        assert (
+            rollback["weights_after"]["canary"] == 0 and rollback["signals"] and rollback["config_revision"]
+        )
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        api.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        gateway.apply()
+
+
+def test_apply_is_audited_with_its_actor(gateway, controller_state):
+    from serving.controller.store import StateStore
+
+    gateway.apply(**{"routing.weights": {"stable": 80, "canary": 20}})
+    try:
+        with StateStore(controller_state) as store:
+            last = store.entries()[-1]
+        assert last.action == "apply" and last.actor == os.environ.get("USER", "operator")
+        assert last.weights_after == {"stable": 80, "canary": 20}
+        assert "routing.weights" in last.reason and last.config_revision
+    finally:
+        gateway.apply()
