@@ -25,3 +25,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 .venv/bin/python -c "import torch, onnxruntime, ray, transformers, variants, serving" \
   || { echo "bootstrap: the environment is incomplete" >&2; exit 1; }
+# Helm for the chart tests (tests/helm): Helm's Go SDK as a PyPI wheel (helm-python-sdk, in the dev
+# extra, bundling libhelm_c), so there is no helm binary to download. Check that it loads here.
+.venv/bin/python -c "import helm_python, kubernetes_validate; helm_python.helm_sdk_version()" \
+  || { echo "bootstrap: Helm's SDK (helm-python-sdk) does not load on this machine" >&2; exit 1; }
