@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from serving import commands as gateway_commands
+from serving import report
 from serving.config import ConfigError
 from serving.control import ControlError
 from serving.controller import cli as controller_cli
+from serving.report import ReportError
 from variants import cli as variants_cli
 from variants.recipe import RecipeError
 from variants.registry import RegistryError
@@ -20,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     variants_cli.add_commands(sub)
     gateway_commands.add_commands(sub)
     controller_cli.add_commands(sub)
+    report.add_commands(sub)
     d = sub.add_parser("demo", help="the main job: build the variants, start the gateway, serve traffic")
     d.add_argument("--recipe", default="quick", help="recipe to build (default: the quick profile)")
     d.add_argument("--registry", default=None)
@@ -27,15 +30,22 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--requests", type=int, default=300, help="sample requests sent once the gateway is up")
     d.add_argument("--metrics-port", type=int, default=8080)
     d.add_argument("--exit", action="store_true", help="stop after the sample traffic instead of serving on")
+    d.add_argument(
+        "--no-drill",
+        action="store_true",
+        help="skip the live rollback and promotion by the rollout controller",
+    )
+    d.add_argument("--workdir", default="runs/demo", help="the drill's controller state and Prometheus data")
     d.set_defaults(func=cmd_demo)
     return p
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import os
+    from pathlib import Path
 
     from serving.config import load_config
-    from serving.demo import show_traffic
+    from serving.demo import live_rollout, show_traffic
 
     if args.registry:
         os.environ["SLIMGATE_REGISTRY"] = str(args.registry)  # the gateway's replicas read the same root
@@ -48,10 +58,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     variants_cli.cmd_lineage(argparse.Namespace(registry=args.registry, image=None, all_versions=False))
     cfg = load_config(args.config)
     print(f"\nstarting the gateway ({args.config or 'serving/configs/default.yaml'}) ...")
+
+    def on_ready(url: str) -> None:
+        show_traffic(url, cfg.admin.token_env, args.requests)
+        if not args.no_drill:
+            live_rollout(url, args.metrics_port, Path(args.workdir))
+
     gateway_commands.run_gateway(
         cfg,
         args.metrics_port,
-        on_ready=lambda url: show_traffic(url, cfg.admin.token_env, args.requests),
+        on_ready=on_ready,
         block=not args.exit,
     )
     return 0
@@ -61,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, RegistryError, ConfigError, ControlError, ValueError) as err:
+    except (RecipeError, RegistryError, ConfigError, ControlError, ReportError, ValueError) as err:
         print(f"slimgate: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -150,52 +150,95 @@ def _running_gateway(dashboard: str):
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    new = pin_refs(load_config(args.config))  # validation and registry checks before anything is sent
+    apply_config(
+        load_config(args.config), args.dashboard, wait=not args.no_wait, actor=args.actor, state=args.state
+    )
+    return 0
+
+
+def apply_config(
+    new: GatewayConfig,
+    dashboard: str = control.DEFAULT_DASHBOARD,
+    *,
+    wait: bool = True,
+    actor: str = "operator",
+    state: Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> str:
+    """Validate ``new`` against the registry, send it to the running gateway, audit it; its revision."""
+    new = pin_refs(new)  # validation and registry checks before anything is sent
     serve_cfg = serve_config(new)
-    _, found = _running_gateway(args.dashboard)
+    _, found = _running_gateway(dashboard)
     if found is None:
-        raise control.ControlError(f"no slimgate gateway is running behind {args.dashboard}")
+        raise control.ControlError(f"no slimgate gateway is running behind {dashboard}")
     old = parse_config(found[0], "the running gateway")
     change = diff(old, new)
     if change.http:
         raise ConfigError("http: the listen address cannot change on a running gateway; restart it instead")
     if change.unchanged:
-        print(f"nothing to apply: the running gateway already has revision {found[1]}")
-        return 0
-    print("changes: " + ", ".join(change.paths))
-    print("restarts: " + (", ".join(sorted(change.restart)) or "none (applied in place)"))
-    control.deploy(serve_cfg, args.dashboard)
-    if not args.no_wait:
-        control.wait_running(serve_cfg, args.dashboard)
-    _audit_apply(args.state, args.actor, old, new, change.paths)
-    print(f"applied revision {config_revision(new)}")
-    return 0
+        echo(f"nothing to apply: the running gateway already has revision {found[1]}")
+        return found[1]
+    echo("changes: " + ", ".join(summarize_paths(change.paths, old, new)))
+    echo("restarts: " + (", ".join(sorted(change.restart)) or "none (applied in place)"))
+    from serving.controller.cli import DEFAULT_STATE
+    from serving.controller.store import StateStore
+
+    with StateStore(state or DEFAULT_STATE) as store, store.exclusive():
+        # Under the controller's lock, recorded before it is sent: the controller never sees
+        # this change half-applied, nor mistakes it for one made outside slimgate.
+        _audit_apply(store, "apply", actor, old, new, change.paths)
+        try:
+            control.deploy(serve_cfg, dashboard)
+            if wait:
+                control.wait_running(serve_cfg, dashboard)
+        except BaseException as err:
+            why = f"{type(err).__name__}: {err}"
+            _audit_apply(store, "apply-failed", actor, old, new, change.paths, why, failed=True)
+            raise
+    echo(f"applied revision {config_revision(new)}")
+    return config_revision(new)
+
+
+def summarize_paths(paths: tuple[str, ...], old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """Changed dotted paths, with a variant added or removed named once instead of field by field."""
+    added, removed = new.variants.keys() - old.variants.keys(), old.variants.keys() - new.variants.keys()
+    out = [f"variants.{k} (added)" for k in sorted(added)] + [
+        f"variants.{k} (removed)" for k in sorted(removed)
+    ]
+    whole = {f"variants.{k}." for k in added | removed}
+    return out + [p for p in paths if not any(p.startswith(w) for w in whole)]
 
 
 def _audit_apply(
-    state: Path | None, actor: str, old: GatewayConfig, new: GatewayConfig, paths: tuple[str, ...]
+    store,
+    action: str,
+    actor: str,
+    old: GatewayConfig,
+    new: GatewayConfig,
+    paths: tuple[str, ...],
+    why: str = "",
+    failed: bool = False,
 ) -> None:
-    """Record the apply in the controller's audit log (which also tells the controller it was us)."""
+    """Record an apply (or, ``failed``, that it did not happen) in the audit log; mark the revision seen."""
     import time
 
-    from serving.controller.cli import DEFAULT_STATE
-    from serving.controller.store import AuditEntry, StateStore
+    from serving.controller.store import AuditEntry
 
     rev = config_revision(new)
+    reason = "changes: " + ", ".join(summarize_paths(paths, old, new)) + (f" ({why})" if why else "")
     entry = AuditEntry(
         actor,
-        "apply",
+        action,
         "*",
         rev,
         dict(old.routing.weights),
         dict(new.routing.weights),
         {},
-        "changes: " + ", ".join(paths),
+        reason,
         time.time(),
         rev,
     )
-    with StateStore(state or DEFAULT_STATE) as store:
-        store.see_config(rev, new.routing.weights, [entry])
+    store.see_config(rev, new.routing.weights, [entry])
 
 
 def cmd_status(args: argparse.Namespace) -> int:

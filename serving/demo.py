@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 
@@ -74,3 +76,123 @@ def show_traffic(url: str, token_env: str, requests: int) -> None:
             f"  {s['text'][:50]!r}: {s['served_variant']} said {s['served_label']}, "
             f"{s['shadow_variant']} said {s['shadow_label']} (TV {s['tv_distance']:.2f})"
         )
+
+
+def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0) -> None:
+    """The rollout controller at work: a degraded canary rolled back, a healthy one promoted, live.
+
+    Metrics come from a real Prometheus when the machine has one (``scripts/bootstrap.sh``
+    installs it), else from the gateway's own metrics endpoint: the same signals either way.
+    """
+    from serving.commands import apply_config
+    from serving.config import parse_config
+    from serving.controller.cli import cmd_audit, fetch_text, start_scraping
+    from serving.controller.decide import Phase
+    from serving.controller.service import RayGateway
+    from serving.controller.sources import EmbeddedSource, PrometheusSource
+    from serving.drill import ControllerThread, SteadyLoad, watch, with_changes
+    from serving.ops import local_prometheus
+    from variants import Registry
+    from variants.dataset import load_dataset
+
+    cfg = RayGateway().current()
+    stable = cfg.routing.stable
+    canary = next((k for k, w in sorted(cfg.routing.weights.items()) if k != stable and w > 0), None)
+    if canary is None:
+        print("\nrollout drill skipped: the config has no canary with traffic")
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    state = workdir / "controller.db"
+    state.unlink(missing_ok=True)
+    for extra in ("-wal", "-shm"):
+        Path(f"{state}{extra}").unlink(missing_ok=True)
+    stop = None
+    prometheus = None
+    if local_prometheus.available():
+        prometheus = local_prometheus.LocalPrometheus(
+            workdir / "prometheus", 9090, [f"127.0.0.1:{metrics_port}"], scrape_s=2.0
+        )
+        source, where = PrometheusSource(prometheus.url), f"Prometheus at {prometheus.url}"
+    else:
+        import threading
+
+        source = EmbeddedSource(lambda: fetch_text(f"http://127.0.0.1:{metrics_port}/metrics"))
+        stop = threading.Event()
+        start_scraping(source, stop, 1.0)
+        where = "the gateway's own metrics (no Prometheus on this machine)"
+    policy = cfg.rollout
+    print(
+        f"\n== rollout drill: the controller judges every candidate each {policy.interval_s:g} s on the "
+        f"last {policy.window_s:g} s of metrics from {where};\n   steady load of {rate:g} requests/s; "
+        f"state and audit log in {state}"
+    )
+
+    def show(state_, seconds: float) -> None:
+        where = f"{state_.phase.value} at {state_.weight}%"
+        print(f"  +{seconds:5.1f} s  {state_.variant}: {where}  ({state_.last_reason})")
+
+    texts = load_dataset().test.texts[:2000]
+    try:
+        with SteadyLoad(url, texts, rate=rate) as load, ControllerThread(source, state) as ctl:
+            time.sleep(policy.interval_s * 2)  # the controller starts tracking the candidates
+            print(f"\n1. {canary} (canary at {cfg.routing.weights[canary]}%) slows down: 400 ms injected")
+            t0 = time.monotonic()
+            slow = with_changes(cfg, **{f"variants.{canary}.faults": {"delay_ms": 400.0}})
+            apply_config(slow, actor="demo", state=state, echo=lambda m: print("   " + m))
+            done, took = watch(ctl.ctl, canary, lambda s: s.phase is Phase.ROLLED_BACK, 180, show, since=t0)
+            if done is None:
+                print(f"   not rolled back within {took:.0f} s (see the controller log above)")
+                return
+            print(
+                f"   rolled back {took:.1f} s after the fault was applied; client errors meanwhile: "
+                f"{load.errors(t0)} of {len(load.window(t0))} requests"
+            )
+            candidate = _healthy_candidate(cfg, Registry(cfg.registry))
+            if candidate is None:
+                print("\n2. skipped: no other deployable variant of the same size as stable in the registry")
+                return
+            name, ref = candidate
+            running = RayGateway().current()
+            data = running.model_dump(mode="json")
+            data["variants"].pop(canary)  # frees its CPU share for the new candidate
+            data["variants"][name] = {"ref": ref, "threads": 1, "resources": {"num_cpus": 0.5}}
+            first = policy.steps[0]
+            data["routing"]["weights"] = {stable: 100 - first, name: first}
+            print(f"\n2. a new candidate, {ref}, starts at {first}% and earns each step")
+            t1 = time.monotonic()
+            apply_config(
+                parse_config(data, "demo"), actor="demo", state=state, echo=lambda m: print("   " + m)
+            )
+            done, took = watch(
+                ctl.ctl, name, lambda s: s.phase in (Phase.PROMOTED, Phase.ROLLED_BACK), 300, show, since=t1
+            )
+            if done is not None and done.phase is Phase.PROMOTED:
+                print(
+                    f"   promoted to stable {took:.1f} s after it was applied; client errors meanwhile: "
+                    f"{load.errors(t1)} of {len(load.window(t1))} requests"
+                )
+            else:
+                print(f"   not promoted within {took:.0f} s")
+        print(f"\naudit log (`slimgate audit --state {state}`):")
+        cmd_audit(argparse.Namespace(state=state, limit=30, json=False))
+    finally:
+        if stop is not None:
+            stop.set()
+        if prometheus is not None:
+            prometheus.stop()
+
+
+def _healthy_candidate(cfg, registry) -> tuple[str, str] | None:
+    """A deployable variant of the stable one's architecture not in the config (e.g. its QAT twin)."""
+    stable = registry.resolve(cfg.variants[cfg.routing.stable].ref)
+    configured = {cfg.variants[k].name for k in cfg.variants}
+    family = stable.name.split("-")[0]
+    for name in registry.names():
+        if name in configured or not name.startswith(family + "-int8"):
+            continue
+        m = registry.get(name)
+        if not m.deployable:
+            continue
+        if m.labels == stable.labels and m.format == stable.format:
+            return m.name, m.ref
+    return None

@@ -220,11 +220,15 @@ def step(
     now: float,
     *,
     advance: bool = True,
+    required: frozenset[str] = frozenset(),
 ) -> Transition:
     """Judge one interval (see the module docstring for exactly how each kind counts).
 
     ``advance=False`` (a variant configured ``progressive: false``) judges exactly the same and
     rolls back the same, but never moves the candidate up: only an operator promotes it.
+    ``required``: rule names that must PASS for the interval to count as passing; no data in one
+    of them makes a failure-free interval a quiet one (a candidate never advances on evidence
+    that leaves out, say, the latency it serves with).
     """
     if state.phase in _DONE:
         return state, []
@@ -242,8 +246,12 @@ def step(
         return s, []
     if Outcome.PASS not in signals.values():
         return replace(s, last_reason="no data: streaks held"), []
+    missing = sorted(k for k in required if signals.get(k) != Outcome.PASS)
+    if missing:
+        return replace(s, last_reason=f"no data for {', '.join(missing)}: streaks held"), []
     n, need = s.consecutive_passes + 1, policy.passes_per_step
-    s = replace(s, consecutive_passes=n, consecutive_failures=0, last_reason=f"passing interval {n}/{need}")
+    reason = f"passing interval {n}/{need}" if advance else f"passing interval {n} (not progressive: held)"
+    s = replace(s, consecutive_passes=n, consecutive_failures=0, last_reason=reason)
     if s.phase is not Phase.PROGRESSING or n < need or not advance:
         return s, []
     return _advance(state, s, policy, now)

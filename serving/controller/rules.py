@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from statistics import NormalDist
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -33,6 +34,8 @@ Signal = Literal[
     "drift_psi",
     "live_accuracy",
 ]
+# What a candidate that serves traffic must show before it may advance (see decide.step).
+SERVING_SIGNALS = frozenset({"latency_p99_s", "error_rate"})
 # Signals that are shares of something; an absolute bound outside [0, 1] on them is a typo
 # (5 meant as 5%), which would silently turn the rule into one that always passes.
 _FRACTIONS = frozenset({"error_rate", "fallback_rate", "shadow_agreement", "live_accuracy"})
@@ -72,6 +75,12 @@ class Rule(BaseModel):
     min_samples: Annotated[StrictPositiveInt, Field(le=10_000_000)] = Field(
         20, description="Fewest samples behind a value for it to count; below = no data, never pass or fail."
     )
+    confidence: Annotated[StrictFloat, Field(gt=0.5, lt=1.0)] | None = Field(
+        None,
+        description="For an absolute bound on a share (error_rate, fallback_rate, shadow_agreement, "
+        "live_accuracy): fail only when the value is beyond the bound with this confidence (Wilson "
+        "score interval); a value on the wrong side but within sampling noise is no data.",
+    )
 
     @model_validator(mode="after")
     def _one_bound(self) -> Rule:
@@ -85,6 +94,8 @@ class Rule(BaseModel):
             raise _rule((field, f"a factor of the stable value must be > 0, got {bound}"))
         if not self.relative_to_stable and self.signal in _FRACTIONS and not 0 <= bound <= 1:
             raise _rule((field, f"{self.signal} is a fraction; the bound must be within [0, 1], got {bound}"))
+        if self.confidence is not None and (self.relative_to_stable or self.signal not in _FRACTIONS):
+            raise _rule(("confidence", "applies only to an absolute bound on a share (a proportion)"))
         return self
 
     @property
@@ -117,7 +128,20 @@ def evaluate(rule: Rule, candidate: Measurement, stable: Measurement | None = No
         assert stable is not None and stable.value is not None
         bound = stable.value * bound
     ok = candidate.value <= bound if rule.max is not None else candidate.value >= bound
-    return Outcome.PASS if ok else Outcome.FAIL
+    if ok or rule.confidence is None:
+        return Outcome.PASS if ok else Outcome.FAIL
+    low, high = wilson_interval(candidate.value, candidate.samples, rule.confidence)
+    beyond = low > bound if rule.max is not None else high < bound
+    return Outcome.FAIL if beyond else Outcome.NO_DATA
+
+
+def wilson_interval(share: float, n: int, confidence: float) -> tuple[float, float]:
+    """Two-sided Wilson score interval of a binomial share; each side holds with ``confidence``."""
+    z = NormalDist().inv_cdf(confidence)
+    p = min(1.0, max(0.0, share))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def evaluate_all(
@@ -148,10 +172,16 @@ def default_rules(lineage_agreement: float | None, margin: float = 0.02) -> list
     if not 0 <= margin < 1:
         raise ValueError(f"margin must be within [0, 1), got {margin}")
     agreement = 0.9 if lineage_agreement is None else max(0.0, lineage_agreement - margin)
+    # Shares fail only when significantly beyond their bound (95%, one side): a healthy candidate
+    # near its bar must not be rolled back by sampling noise, a broken one still fails at once.
+    sure = 0.95
     return [
-        Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True),
-        Rule(signal="error_rate", max=0.05),
-        Rule(signal="fallback_rate", max=0.05),
-        Rule(signal="drift_psi", max=0.2),
-        Rule(signal="shadow_agreement", min=agreement),
+        # A p99 from a few samples is just the slowest one; 50 makes it at least a tail.
+        Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, min_samples=50),
+        Rule(signal="error_rate", max=0.05, confidence=sure),
+        Rule(signal="fallback_rate", max=0.05, confidence=sure),
+        # PSI over k labels from n samples of an unchanged distribution is about (k - 1) / n; with
+        # 17 labels, 400 samples keep that noise (0.04) well below the bound.
+        Rule(signal="drift_psi", max=0.2, min_samples=400),
+        Rule(signal="shadow_agreement", min=agreement, confidence=sure),
     ]

@@ -10,10 +10,8 @@ rest. The controller changes only weights and shadowing, and only within what th
 
 from __future__ import annotations
 
-import fcntl
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -37,7 +35,7 @@ from serving.controller.decide import (
     step,
     track,
 )
-from serving.controller.rules import Measurement, Outcome, Rule, evaluate_all
+from serving.controller.rules import SERVING_SIGNALS, Measurement, Outcome, Rule, evaluate_all
 from serving.controller.store import AuditEntry, StateStore
 
 
@@ -141,18 +139,11 @@ class Controller:
     on_interval: Callable[[str, str], None] = lambda _key, _outcome: None
     last_config: GatewayConfig | None = None
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        # One tick or operator action at a time, across processes: an operator command and the
-        # controller's loop then never interleave, so whichever runs second sees the other's
-        # result (a rolled-back candidate refuses a later promote: rollback wins).
-        lock = self.store.path.with_name(self.store.path.name + ".lock")
-        with open(lock, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _exclusive(self):
+        # One tick, operator action or apply at a time, across processes: they never interleave,
+        # so whichever runs second sees the other's result (a rolled-back candidate refuses a
+        # later promote: rollback wins).
+        return self.store.exclusive()
 
     def operate(self, key: str, command: str, actor: str = "operator") -> CandidateState:
         """``promote | abort | pause | resume`` by hand; InvalidTransition when the phase forbids it."""
@@ -231,8 +222,14 @@ class Controller:
                 outcomes = None
             self.on_interval(key, interval_outcome(outcomes))
             advance = cfg.variants[key].progressive
+            # Serving traffic, it must show its latency and errors to advance; shadow-only, it cannot.
+            required = (
+                frozenset(r.name for r in rules if r.signal in SERVING_SIGNALS)
+                if state.weight
+                else frozenset()
+            )
             before = state
-            state, actions = step(state, outcomes, policy, now, advance=advance)
+            state, actions = step(state, outcomes, policy, now, advance=advance, required=required)
             try:
                 cfg = self._apply(cfg, state, actions, policy)
             except NotAllowed as err:

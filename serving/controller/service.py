@@ -57,13 +57,27 @@ def _lineage(registry: str | None, ref: str) -> dict:
         return {}
 
 
+def expected_agreement(candidate: float | None, stable: float | None) -> float | None:
+    """How often a candidate should agree with the stable variant, from their lineage.
+
+    Each records its offline agreement with the teacher. Two models can disagree only where at
+    least one of them disagrees with the teacher, so they agree on at least
+    ``candidate + stable - 1`` of inputs; with only the candidate's known, that is the bar.
+    """
+    if candidate is None:
+        return None
+    return candidate if stable is None else max(0.0, candidate + stable - 1.0)
+
+
 def lineage_rules(gateway: RayGateway) -> Callable[[str], list[Rule]]:
-    """Default rules whose shadow-agreement bar is the candidate's offline agreement with its teacher."""
+    """Default rules whose shadow-agreement bar derives from candidate's and stable's teacher agreement."""
 
     def rules_for(key: str) -> list[Rule]:
         cfg = gateway.current()
         reg = str(cfg.registry) if cfg.registry else None
-        return default_rules(_lineage(reg, cfg.variants[key].ref).get("agreement"))
+        cand = _lineage(reg, cfg.variants[key].ref).get("agreement")
+        stable = _lineage(reg, cfg.variants[cfg.routing.stable].ref).get("agreement")
+        return default_rules(expected_agreement(cand, stable))
 
     return rules_for
 

@@ -13,6 +13,7 @@ file permissions guard the rest. The store is safe to share between threads of o
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -144,6 +145,17 @@ class StateStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the state's lock file: one controller tick, operator action or apply at a time."""
+        lock = self.path.with_name(self.path.name + ".lock")
+        with open(lock, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- candidate states ----------------------------------------------------------------------
     def load(self, variant: str) -> CandidateState | None:

@@ -405,3 +405,23 @@ def test_revision_follows_the_variant_not_the_weights() -> None:
     assert revision_of(cfg(5), "tiny") == revision_of(cfg(25), "tiny")
     assert revision_of(cfg(5), "tiny").startswith("tiny@1#")
     assert revision_of(cfg(5), "tiny") != revision_of(cfg(5, "tiny@2"), "tiny")
+
+
+def test_required_rules_must_pass_for_an_interval_to_count() -> None:
+    state = tracked(weight=5)
+    no_latency = {"latency": N, "errors": P, "agreement": P}
+    held, acts = step(state, no_latency, POLICY, 1.0, required=frozenset({"latency", "errors"}))
+    assert acts == [] and held.consecutive_passes == 0 and "no data for latency" in held.last_reason
+    # ...but it can still fail on what it does show.
+    failed, _ = step(state, {"latency": N, "errors": F}, POLICY, 1.0, required=frozenset({"latency"}))
+    assert failed.consecutive_failures == 1
+    passed, _ = step(state, PASS, POLICY, 1.0, required=frozenset({"latency", "errors"}))
+    assert passed.consecutive_passes == 1
+
+
+def test_non_progressive_candidate_counts_passes_but_never_moves() -> None:
+    state = tracked(weight=5)
+    for t in range(5):
+        state, acts = step(state, PASS, POLICY, float(t), advance=False)
+        assert acts == [] and state.weight == 5
+    assert state.consecutive_passes == 5 and "not progressive" in state.last_reason

@@ -145,3 +145,36 @@ def test_evaluate_all_keys_by_rule_name_and_treats_missing_as_no_data() -> None:
     }
     with pytest.raises(ValueError, match="more than once"):
         evaluate_all([rules[1], rules[1]], {})
+
+
+def test_confidence_fails_a_share_only_when_significantly_beyond_its_bound():
+    from serving.controller.rules import wilson_interval
+
+    rule = Rule(signal="shadow_agreement", min=0.91, confidence=0.95)
+    # A healthy candidate at 0.90 agreement over 50 samples is within noise of 0.91: inconclusive.
+    assert evaluate(rule, Measurement(0.90, 50)) is Outcome.NO_DATA
+    # Half the answers flipped is far below the bar, even from 20 samples: fails at once.
+    assert evaluate(rule, Measurement(0.45, 20)) is Outcome.FAIL
+    assert evaluate(rule, Measurement(0.95, 20)) is Outcome.PASS
+    errors = Rule(signal="error_rate", max=0.05, confidence=0.95)
+    assert evaluate(errors, Measurement(0.08, 50)) is Outcome.NO_DATA
+    assert evaluate(errors, Measurement(0.5, 20)) is Outcome.FAIL
+    low, high = wilson_interval(0.5, 100, 0.95)
+    assert 0.41 < low < 0.42 and 0.58 < high < 0.59  # textbook Wilson bounds, z = 1.645
+
+
+def test_confidence_is_refused_where_it_has_no_meaning():
+    with pytest.raises(ValueError, match="confidence"):
+        Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, confidence=0.95)
+    with pytest.raises(ValueError, match="confidence"):
+        Rule(signal="drift_psi", max=0.2, confidence=0.95)
+
+
+def test_expected_agreement_bounds_two_students_by_their_teacher_agreement():
+    from serving.controller.service import expected_agreement
+
+    assert expected_agreement(None, 0.93) is None
+    assert expected_agreement(0.95, None) == 0.95
+    # The teacher's own export against a student agreeing 93% with it: at least 93%.
+    assert expected_agreement(1.0, 0.93) == pytest.approx(0.93)
+    assert expected_agreement(0.93, 0.92) == pytest.approx(0.85)

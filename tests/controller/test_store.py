@@ -151,6 +151,7 @@ def test_store_has_no_way_to_change_the_audit_log() -> None:
         "entries",
         "close",
         "seen_config",
+        "exclusive",
         "see_config",
     }
 

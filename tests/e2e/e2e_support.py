@@ -9,6 +9,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from serving.ops.local_prometheus import LocalPrometheus
+
 TOKEN = "test-admin-token"
 PORT = 18000
 METRICS_PORT = 18080
@@ -98,53 +100,5 @@ TEXT_POOL = [
 ]
 
 
-class PrometheusServer:
-    """A real Prometheus (Debian's package) scraping ``targets`` every second, on loopback."""
-
-    def __init__(self, folder: Path, port: int, targets: list[str]) -> None:
-        import shutil
-        import time
-
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise RuntimeError("Debian's prometheus package is required (scripts/bootstrap.sh installs it)")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            f"scrape_configs:\n  - job_name: slimgate\n    static_configs: [{{targets: {targets!r}}}]\n"
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = open(folder / "prometheus.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"prometheus did not start:\n{(folder / 'prometheus.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+# The tests use the same local Prometheus the demo and benchmarks run (one second scrapes).
+PrometheusServer = LocalPrometheus

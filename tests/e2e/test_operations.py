@@ -168,3 +168,51 @@ def test_apply_is_audited_with_its_actor(gateway, controller_state):
         assert "routing.weights" in last.reason and last.config_revision
     finally:
         gateway.apply()
+
+
+def test_report_renders_the_last_minutes_from_prometheus(gateway, prometheus, tmp_path):
+    for i in range(20):
+        gateway.predict([TEXT_POOL[i % len(TEXT_POOL)]])
+    out = tmp_path / "report.png"
+    deadline = time.monotonic() + 30
+    while True:  # the gateway's weights reach Prometheus within a report interval or two
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "serving.cli",
+                "report",
+                "--prometheus",
+                prometheus,
+                "--minutes",
+                "5",
+                "--step",
+                "2",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        if "Traffic weights: 0 series" not in proc.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert "Traffic weights: 0 series" not in proc.stdout, proc.stdout
+    assert "Latency p50 / p99: 0 series" not in proc.stdout, proc.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving.cli",
+            "report",
+            "--prometheus",
+            "http://127.0.0.1:9",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unreachable" in bad.stderr

@@ -459,3 +459,19 @@ def test_registry_check_uses_the_configured_root(registry):
 def test_gateway_config_is_the_schema_source():
     # The schema comes from the same models that validate, so the two cannot drift.
     assert json_schema() == GatewayConfig.model_json_schema()
+
+
+def test_apply_summary_names_an_added_or_removed_variant_once():
+    from serving.commands import summarize_paths
+
+    old = parse_config(_base())
+    data = _with("variants.fresh", {"ref": "student-int8@1"})
+    del data["variants"]["canary"]
+    data["routing"]["weights"] = {"stable": 95, "fresh": 5}
+    new = parse_config(data)
+    assert summarize_paths(diff(old, new).paths, old, new) == [
+        "variants.fresh (added)",
+        "variants.canary (removed)",
+        "routing.weights.canary",
+        "routing.weights.fresh",
+    ]

@@ -1,0 +1,153 @@
+"""Rollout drills on a running gateway: steady client load, a controller in a thread, changes applied
+the way an operator applies them, and a watch on what the controller does about them.
+
+``slimgate demo`` uses these to show a degraded candidate rolled back and a healthy one promoted
+live; ``benchmarks/rollout.py`` uses them to time the same events and count client errors.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.config import GatewayConfig, parse_config
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # time.monotonic() when the answer arrived
+    status: int  # HTTP status; 0 = no HTTP answer at all
+    variant: str
+
+
+class SteadyLoad:
+    """``rate`` requests per second spread over ``threads`` paced clients, each sticky to a user."""
+
+    def __init__(self, url: str, texts: list[str], rate: float = 20.0, threads: int = 4, users: int = 500):
+        self.url = url.rstrip("/") + "/v1/predict"
+        self.texts, self.rate, self.threads, self.users = texts, rate, threads, users
+        self.samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def __enter__(self) -> SteadyLoad:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._client, args=(i,), daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=40)
+
+    def _client(self, seed: int) -> None:
+        rng = random.Random(seed)
+        period = self.threads / self.rate
+        next_at = time.monotonic() + rng.random() * period
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            next_at = max(next_at + period, time.monotonic() - period)
+            body = json.dumps({"inputs": [rng.choice(self.texts)]}).encode()
+            user = f"user-{rng.randrange(self.users)}"
+            req = urllib.request.Request(
+                self.url,
+                data=body,
+                method="POST",
+                headers={"content-type": "application/json", "x-user-id": user},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    variant = json.loads(resp.read()).get("variant", "")
+                    self.samples.append(Sample(time.monotonic(), resp.status, variant))
+            except urllib.error.HTTPError as err:
+                err.close()
+                self.samples.append(Sample(time.monotonic(), err.code, ""))
+            except OSError:
+                self.samples.append(Sample(time.monotonic(), 0, ""))
+
+    def window(self, start: float, end: float | None = None) -> list[Sample]:
+        stop = time.monotonic() if end is None else end
+        return [s for s in list(self.samples) if start <= s.at <= stop]
+
+    def errors(self, start: float, end: float | None = None) -> int:
+        return sum(1 for s in self.window(start, end) if s.status != 200)
+
+
+def with_changes(cfg: GatewayConfig, **paths: object) -> GatewayConfig:
+    """``cfg`` with dotted paths set (``{"variants.canary.faults": {...}}`` as keyword ``**{...}``)."""
+    data = cfg.model_dump(mode="json")
+    if cfg.admin.token is not None:
+        data["admin"]["token"] = cfg.admin.token.get_secret_value()
+    for path, value in paths.items():
+        node = data
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_config(data, "drill")
+
+
+class ControllerThread:
+    """``slimgate controller run`` in a thread of this process, on the given metrics source."""
+
+    def __init__(self, source, state: Path, dashboard: str | None = None) -> None:
+        from serving import control
+        from serving.controller.service import ControllerMetrics, build
+
+        self.metrics = ControllerMetrics()
+        self.ctl = build(
+            source, state, dashboard=dashboard or control.DEFAULT_DASHBOARD, metrics=self.metrics
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from serving.controller.service import run
+
+        run(self.ctl, self.metrics, stop=self._stop)
+
+    def __enter__(self) -> ControllerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.ctl.store.close()
+
+
+def watch(
+    ctl,
+    variant: str,
+    until: Callable[[object], bool],
+    timeout_s: float,
+    on_change: Callable[[object, float], None] = lambda _s, _t: None,
+    since: float | None = None,
+):
+    """Poll the controller's stored state of ``variant`` until ``until(state)``; (state, seconds taken).
+
+    ``on_change(state, seconds)`` is called whenever the phase or weight changes. None as the state
+    when the timeout passes first.
+    """
+    start = time.monotonic() if since is None else since
+    last = None
+    while time.monotonic() - start < timeout_s:
+        state = ctl.store.load(variant)
+        if state is not None and (last is None or (state.phase, state.weight) != (last.phase, last.weight)):
+            on_change(state, time.monotonic() - start)
+            last = state
+        if state is not None and until(state):
+            return state, time.monotonic() - start
+        time.sleep(0.2)
+    return None, time.monotonic() - start
