@@ -78,7 +78,7 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
     from serving.controller.decide import Phase
     from serving.controller.service import RayGateway
     from serving.controller.sources import PrometheusSource
-    from serving.drill import ControllerThread, SteadyLoad, watch, with_changes
+    from serving.drill import ControllerThread, SteadyLoad, running_revision, watch, with_changes
     from serving.ops.local_prometheus import LocalPrometheus
     from variants.dataset import load_dataset
 
@@ -196,6 +196,7 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
                 600,
                 step,
                 since=t3,
+                revision=running_revision("candidate"),
             )
             time.sleep(5)
             if steps:

@@ -90,7 +90,7 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     from serving.controller.decide import Phase
     from serving.controller.service import RayGateway
     from serving.controller.sources import EmbeddedSource, PrometheusSource
-    from serving.drill import ControllerThread, SteadyLoad, watch, with_changes
+    from serving.drill import ControllerThread, SteadyLoad, running_revision, watch, with_changes
     from serving.ops import local_prometheus
     from variants import Registry
     from variants.dataset import load_dataset
@@ -139,7 +139,10 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
             t0 = time.monotonic()
             slow = with_changes(cfg, **{f"variants.{canary}.faults": {"delay_ms": 400.0}})
             apply_config(slow, actor="demo", state=state, echo=lambda m: print("   " + m))
-            done, took = watch(ctl.ctl, canary, lambda s: s.phase is Phase.ROLLED_BACK, 180, show, since=t0)
+            rev = running_revision(canary)
+            done, took = watch(
+                ctl.ctl, canary, lambda s: s.phase is Phase.ROLLED_BACK, 180, show, since=t0, revision=rev
+            )
             if done is None:
                 print(f"   not rolled back within {took:.0f} s (see the controller log above)")
                 return

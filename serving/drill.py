@@ -134,16 +134,20 @@ def watch(
     timeout_s: float,
     on_change: Callable[[object, float], None] = lambda _s, _t: None,
     since: float | None = None,
+    revision: str | None = None,
 ):
     """Poll the controller's stored state of ``variant`` until ``until(state)``; (state, seconds taken).
 
     ``on_change(state, seconds)`` is called whenever the phase or weight changes. None as the state
-    when the timeout passes first.
+    when the timeout passes first. ``revision``: only states of that revision count (the state of
+    an earlier revision stays in the store until the controller tracks the new one).
     """
     start = time.monotonic() if since is None else since
     last = None
     while time.monotonic() - start < timeout_s:
         state = ctl.store.load(variant)
+        if state is not None and revision is not None and state.revision != revision:
+            state = None
         if state is not None and (last is None or (state.phase, state.weight) != (last.phase, last.weight)):
             on_change(state, time.monotonic() - start)
             last = state
@@ -151,3 +155,11 @@ def watch(
             return state, time.monotonic() - start
         time.sleep(0.2)
     return None, time.monotonic() - start
+
+
+def running_revision(variant: str) -> str:
+    """The revision (as the controller tracks it) of ``variant`` in the running gateway's config."""
+    from serving.controller.decide import revision_of
+    from serving.controller.service import RayGateway
+
+    return revision_of(RayGateway().current(), variant)

@@ -72,6 +72,11 @@ class Rule(BaseModel):
         description="Bound is a factor of the stable variant's value in the same interval (max 1.5 = at most "
         "1.5x stable's), so a load spike that slows every variant does not fail the candidate.",
     )
+    slack: Annotated[StrictFloat, Field(ge=0)] | None = Field(
+        None,
+        description="For a relative bound: the candidate also passes within this absolute distance of the "
+        "stable value (e.g. 0.05 s of latency), so that scheduler noise on fast variants is not a failure.",
+    )
     min_samples: Annotated[StrictPositiveInt, Field(le=10_000_000)] = Field(
         20, description="Fewest samples behind a value for it to count; below = no data, never pass or fail."
     )
@@ -94,6 +99,8 @@ class Rule(BaseModel):
             raise _rule((field, f"a factor of the stable value must be > 0, got {bound}"))
         if not self.relative_to_stable and self.signal in _FRACTIONS and not 0 <= bound <= 1:
             raise _rule((field, f"{self.signal} is a fraction; the bound must be within [0, 1], got {bound}"))
+        if self.slack is not None and not self.relative_to_stable:
+            raise _rule(("slack", "applies only to a bound relative to the stable variant"))
         if self.confidence is not None and (self.relative_to_stable or self.signal not in _FRACTIONS):
             raise _rule(("confidence", "applies only to an absolute bound on a share (a proportion)"))
         return self
@@ -103,6 +110,8 @@ class Rule(BaseModel):
         """A readable, unique-per-meaning key, e.g. ``latency_p99_s<=1.5x_stable``, ``error_rate<=0.05``."""
         op, bound = ("<=", self.max) if self.max is not None else (">=", self.min)
         suffix = "x_stable" if self.relative_to_stable else ""
+        if self.slack is not None:
+            suffix += f"+{self.slack:g}"
         return f"{self.signal}{op}{bound:g}{suffix}"
 
 
@@ -127,6 +136,12 @@ def evaluate(rule: Rule, candidate: Measurement, stable: Measurement | None = No
             return Outcome.NO_DATA
         assert stable is not None and stable.value is not None
         bound = stable.value * bound
+        if rule.slack is not None:
+            bound = (
+                max(bound, stable.value + rule.slack)
+                if rule.max is not None
+                else min(bound, stable.value - rule.slack)
+            )
     ok = candidate.value <= bound if rule.max is not None else candidate.value >= bound
     if ok or rule.confidence is None:
         return Outcome.PASS if ok else Outcome.FAIL
@@ -176,8 +191,9 @@ def default_rules(lineage_agreement: float | None, margin: float = 0.02) -> list
     # near its bar must not be rolled back by sampling noise, a broken one still fails at once.
     sure = 0.95
     return [
-        # A p99 from a few samples is just the slowest one; 50 makes it at least a tail.
-        Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, min_samples=50),
+        # A p99 from a few samples is just the slowest one; 50 makes it at least a tail. Within
+        # 50 ms of stable's p99 is scheduling noise, not a slower model.
+        Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, slack=0.05, min_samples=50),
         Rule(signal="error_rate", max=0.05, confidence=sure),
         Rule(signal="fallback_rate", max=0.05, confidence=sure),
         # PSI over k labels from n samples of an unchanged distribution is about (k - 1) / n; with

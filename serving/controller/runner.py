@@ -10,6 +10,7 @@ rest. The controller changes only weights and shadowing, and only within what th
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -97,6 +98,32 @@ def _keep_out(state: CandidateState, now: float) -> list[Action]:
         "at": now,
     }
     return [SetWeight(state.variant, 0, reason), Rollback(state.variant, reason), Record("keep-out", detail)]
+
+
+def _evidence(
+    rules: list[Rule],
+    outcomes: Mapping[str, Any],
+    cand: Mapping[str, Measurement],
+    base: Mapping[str, Measurement],
+) -> dict[str, Any]:
+    """Per rule: its outcome, the candidate's value and samples, and the stable variant's value."""
+    out: dict[str, Any] = {}
+    for r in rules:
+        c, b = cand.get(r.signal), base.get(r.signal)
+        out[r.name] = {
+            "outcome": Outcome(outcomes[r.name]).value,
+            "value": _plain(None if c is None else c.value),
+            "samples": 0 if c is None else c.samples,
+            "stable": _plain(None if b is None else b.value),
+        }
+    return out
+
+
+def _plain(v: float | None) -> float | str | None:
+    # Strict JSON has no NaN (Prometheus' 0/0: no value) or infinity (a quantile above every bucket).
+    if v is None or math.isnan(v):
+        return None
+    return v if math.isfinite(v) else str(v)
 
 
 INTERVAL_OUTCOMES = ("pass", "fail", "no_data", "source_error")
@@ -214,10 +241,12 @@ class Controller:
                 continue
             rules = self.rules_for(key)
             signals = sorted({r.signal for r in rules})
+            evidence: dict[str, Any] = {}
             try:
                 cand = self.source.measure(key, signals, window, self.reference_for(key))
                 base = self.source.measure(stable, signals, window, self.reference_for(stable))
                 outcomes: dict[str, Any] | None = evaluate_all(rules, cand, base)
+                evidence = _evidence(rules, outcomes, cand, base)
             except SourceError:
                 outcomes = None
             self.on_interval(key, interval_outcome(outcomes))
@@ -230,6 +259,13 @@ class Controller:
             )
             before = state
             state, actions = step(state, outcomes, policy, now, advance=advance, required=required)
+            # The audit keeps the values behind each outcome, not just the verdicts.
+            actions = [
+                Record(a.event, {**a.detail, "signals": evidence})
+                if isinstance(a, Record) and evidence
+                else a
+                for a in actions
+            ]
             try:
                 cfg = self._apply(cfg, state, actions, policy)
             except NotAllowed as err:

@@ -137,7 +137,7 @@ def test_evaluate_all_keys_by_rule_name_and_treats_missing_as_no_data() -> None:
         {"latency_p99_s": m(0.2)},
     )
     assert out == {
-        "latency_p99_s<=1.5x_stable": P,
+        "latency_p99_s<=1.5x_stable+0.05": P,
         "error_rate<=0.05": F,
         "fallback_rate<=0.05": N,
         "drift_psi<=0.2": N,
@@ -178,3 +178,15 @@ def test_expected_agreement_bounds_two_students_by_their_teacher_agreement():
     # The teacher's own export against a student agreeing 93% with it: at least 93%.
     assert expected_agreement(1.0, 0.93) == pytest.approx(0.93)
     assert expected_agreement(0.93, 0.92) == pytest.approx(0.85)
+
+
+def test_slack_keeps_noise_on_fast_variants_from_failing_a_relative_bound():
+    rule = Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, slack=0.05, min_samples=5)
+    # 63 ms against a stable 42 ms is 1.5x, but only 21 ms apart: noise on a 2-core machine.
+    assert evaluate(rule, Measurement(0.063, 50), Measurement(0.042, 150)) is Outcome.PASS
+    # 300 ms injected is far beyond both the factor and the slack.
+    assert evaluate(rule, Measurement(0.34, 50), Measurement(0.042, 150)) is Outcome.FAIL
+    # On slow variants the factor is the wider bound.
+    assert evaluate(rule, Measurement(1.4, 50), Measurement(1.0, 150)) is Outcome.PASS
+    with pytest.raises(ValueError, match="slack"):
+        Rule(signal="error_rate", max=0.05, slack=0.01)

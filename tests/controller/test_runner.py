@@ -104,7 +104,14 @@ def test_failing_candidate_is_rolled_back_traffic_first_and_stays_out(setup):
     assert gw.cfg.routing.weights["canary"] == 0 and "canary" not in gw.cfg.shadow.variants
     assert ctl.store.load("canary").phase is Phase.ROLLED_BACK
     last = ctl.store.entries()[-1]
-    assert last.action == "rollback" and last.weights_after["canary"] == 0 and last.signals
+    assert last.action == "rollback" and last.weights_after["canary"] == 0
+    # The values behind the verdict are kept: what the candidate showed and what stable did.
+    assert last.signals["error_rate<=0.05"] == {
+        "outcome": "fail",
+        "value": 0.5,
+        "samples": 100,
+        "stable": 0.0,
+    }
     # Metrics recover, the operator puts the same revision back in the shadow: it stays out.
     src.error_rate["canary"] = 0.0
     gw.cfg = _cfg()
