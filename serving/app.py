@@ -56,9 +56,9 @@ def serve_config(cfg: GatewayConfig) -> dict:
             "deployments": [
                 {
                     "name": "Router",
-                    "num_replicas": 1,
+                    "num_replicas": cfg.router.replicas,
                     "max_ongoing_requests": 256,
-                    "ray_actor_options": {"num_cpus": 0.25},
+                    "ray_actor_options": {"num_cpus": cfg.router.num_cpus},
                     "user_config": {"gateway": gateway},
                 }
             ],

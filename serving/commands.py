@@ -35,19 +35,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--ready-file", type=Path, default=None, help="write the gateway URL here once it serves")
     s.set_defaults(func=cmd_serve)
 
-    a = sub.add_parser("apply", help="apply a changed config to the running gateway")
-    a.add_argument("config", type=Path)
-    a.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
-    a.add_argument("--no-wait", action="store_true", help="return once Ray accepted the config")
-    a.add_argument(
-        "--state",
-        type=Path,
-        default=None,
-        help="the controller's state file, whose audit log records this apply "
-        "(default: $SLIMGATE_STATE or ~/.local/share/slimgate/controller.db)",
-    )
-    a.add_argument("--actor", default=os.environ.get("USER", "operator"), help="who applies (audit log)")
-    a.set_defaults(func=cmd_apply)
+    for name, create, what in (
+        ("apply", False, "apply a changed config to the running gateway"),
+        (
+            "deploy",
+            True,
+            "deploy the gateway onto a running Ray cluster (`ray start`, KubeRay) via its dashboard",
+        ),
+    ):
+        a = sub.add_parser(name, help=what)
+        a.add_argument("config", type=Path)
+        a.add_argument(
+            "--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD)
+        )
+        a.add_argument("--no-wait", action="store_true", help="return once Ray accepted the config")
+        a.add_argument(
+            "--state",
+            type=Path,
+            default=None,
+            help="the controller's state file, whose audit log records this change "
+            "(default: $SLIMGATE_STATE or ~/.local/share/slimgate/controller.db)",
+        )
+        a.add_argument("--actor", default=os.environ.get("USER", "operator"), help="who applies (audit log)")
+        a.set_defaults(func=cmd_apply, create=create)
 
     st = sub.add_parser("status", help="variants, replicas, weights and config revision of the gateway")
     st.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
@@ -151,7 +161,12 @@ def _running_gateway(dashboard: str):
 
 def cmd_apply(args: argparse.Namespace) -> int:
     apply_config(
-        load_config(args.config), args.dashboard, wait=not args.no_wait, actor=args.actor, state=args.state
+        load_config(args.config),
+        args.dashboard,
+        wait=not args.no_wait,
+        actor=args.actor,
+        state=args.state,
+        create=args.create,
     )
     return 0
 
@@ -164,36 +179,51 @@ def apply_config(
     actor: str = "operator",
     state: Path | None = None,
     echo: Callable[[str], None] = print,
+    create: bool = False,
 ) -> str:
-    """Validate ``new`` against the registry, send it to the running gateway, audit it; its revision."""
+    """Validate ``new`` against the registry, send it to the running gateway, audit it; its revision.
+
+    ``create``: a Ray cluster without a gateway (``ray start``, a fresh KubeRay cluster) gets one.
+    """
     new = pin_refs(new)  # validation and registry checks before anything is sent
     serve_cfg = serve_config(new)
     _, found = _running_gateway(dashboard)
+    old: GatewayConfig | None = None
+    if found is None and not create:
+        raise control.ControlError(
+            f"no slimgate gateway is running behind {dashboard} "
+            "(`slimgate deploy` creates one on a Ray cluster)"
+        )
     if found is None:
-        raise control.ControlError(f"no slimgate gateway is running behind {dashboard}")
-    old = parse_config(found[0], "the running gateway")
-    change = diff(old, new)
-    if change.http:
-        raise ConfigError("http: the listen address cannot change on a running gateway; restart it instead")
-    if change.unchanged:
-        echo(f"nothing to apply: the running gateway already has revision {found[1]}")
-        return found[1]
-    echo("changes: " + ", ".join(summarize_paths(change.paths, old, new)))
-    echo("restarts: " + (", ".join(sorted(change.restart)) or "none (applied in place)"))
+        paths: tuple[str, ...] = ("the whole gateway (none was running)",)
+        echo(f"deploying a new gateway onto the Ray cluster behind {dashboard}")
+    else:
+        old = parse_config(found[0], "the running gateway")
+        change = diff(old, new)
+        if change.http:
+            raise ConfigError(
+                "http: the listen address cannot change on a running gateway; restart it instead"
+            )
+        if change.unchanged:
+            echo(f"nothing to apply: the running gateway already has revision {found[1]}")
+            return found[1]
+        paths = change.paths
+        echo("changes: " + ", ".join(summarize_paths(paths, old, new)))
+        echo("restarts: " + (", ".join(sorted(change.restart)) or "none (applied in place)"))
     from serving.controller.cli import DEFAULT_STATE
     from serving.controller.store import StateStore
 
     with StateStore(state or DEFAULT_STATE) as store, store.exclusive():
         # Under the controller's lock, recorded before it is sent: the controller never sees
         # this change half-applied, nor mistakes it for one made outside slimgate.
-        _audit_apply(store, "apply", actor, old, new, change.paths)
+        _audit_apply(store, "apply", actor, old, new, paths)
         try:
             control.deploy(serve_cfg, dashboard)
             if wait:
                 control.wait_running(serve_cfg, dashboard)
         except BaseException as err:
             why = f"{type(err).__name__}: {err}"
-            _audit_apply(store, "apply-failed", actor, old, new, change.paths, why, failed=True)
+            _audit_apply(store, "apply-failed", actor, old, new, paths, why, failed=True)
             raise
     echo(f"applied revision {config_revision(new)}")
     return config_revision(new)
@@ -213,7 +243,7 @@ def _audit_apply(
     store,
     action: str,
     actor: str,
-    old: GatewayConfig,
+    old: GatewayConfig | None,
     new: GatewayConfig,
     paths: tuple[str, ...],
     why: str = "",

@@ -306,6 +306,17 @@ class HttpConfig(_Section):
     port: Annotated[StrictPositiveInt, Field(le=65535)] = Field(8000, description="TCP port of the proxy.")
 
 
+class RouterSpec(_Section):
+    """The router deployment (the ingress every request passes through)."""
+
+    replicas: StrictPositiveInt = Field(
+        1, description="Router replicas; more than one keeps the gateway answering when a node hosting one dies."
+    )
+    num_cpus: Annotated[StrictFloat, Field(gt=0)] = Field(
+        0.25, description="CPUs reserved per router replica (placement only; it is mostly waiting on I/O)."
+    )
+
+
 class RolloutPolicy(_Section):
     """How the rollout controller paces candidates and how much evidence each move takes."""
 
@@ -364,6 +375,7 @@ class GatewayConfig(_Section):
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy, description="How the rollout controller rolls back and promotes."
     )
+    router: RouterSpec = Field(default_factory=RouterSpec, description="The router deployment.")
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -542,6 +554,10 @@ _RESTART_FIELDS = {"ref", "backend", "threads", "resources"}
 _RESCALE_FIELDS = {"replicas", "autoscaling"}
 
 
+# How the router appears among restarted or rescaled deployments (not a valid variant key).
+ROUTER_KEY = "(router)"
+
+
 @dataclass(frozen=True)
 class ConfigChange:
     """What applying ``new`` over ``old`` involves.
@@ -601,6 +617,10 @@ def diff(old: GatewayConfig, new: GatewayConfig) -> ConfigChange:
             restart.add(key)
         elif any(getattr(o, f) != getattr(n, f) for f in _RESCALE_FIELDS):
             rescale.add(key)
+    if old.router.num_cpus != new.router.num_cpus:
+        restart.add(ROUTER_KEY)
+    elif old.router.replicas != new.router.replicas:
+        rescale.add(ROUTER_KEY)
     if old.registry != new.registry:
         # Every replica loads from the registry root; a new root may hold different bytes.
         restart |= set(new.variants)

@@ -58,3 +58,13 @@ def test_secrets_never_reach_user_config():
     base["admin"]["token"] = "s3cret-token"
     out = serve_config(parse_config(base))
     assert "s3cret-token" not in str(out)
+
+
+def test_router_replicas_and_cpus_come_from_the_config():
+    base = load_config().model_dump(mode="json")
+    base["router"] = {"replicas": 2, "num_cpus": 0.5}
+    cfg = parse_config(base)
+    router = serve_config(cfg)["applications"][0]["deployments"][0]
+    assert router["num_replicas"] == 2 and router["ray_actor_options"] == {"num_cpus": 0.5}
+    more = parse_config({**base, "router": {"replicas": 3, "num_cpus": 0.5}})
+    assert diff(cfg, more).rescale == {"(router)"} and not diff(cfg, more).restart

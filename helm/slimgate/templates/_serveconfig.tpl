@@ -14,11 +14,12 @@ from files/gateway-defaults.yaml, generated from serving.config.
 {{- if kindIs "map" $gateway.admin -}}
 {{- $_ := unset $gateway.admin "token" -}}
 {{- end -}}
+{{- $r := $gw.router -}}
 {{- $router := dict
       "name" "Router"
-      "num_replicas" 1
+      "num_replicas" $r.replicas
       "max_ongoing_requests" 256
-      "ray_actor_options" (dict "num_cpus" 0.25)
+      "ray_actor_options" (dict "num_cpus" $r.num_cpus)
       "user_config" (dict "gateway" $gateway) -}}
 {{- $apps := list (dict
       "name" "slimgate"
