@@ -310,7 +310,7 @@ class RouterSpec(_Section):
     """The router deployment (the ingress every request passes through)."""
 
     replicas: StrictPositiveInt = Field(
-        1, description="Router replicas; more than one keeps the gateway answering when a node hosting one dies."
+        1, description="Router replicas; several keep the gateway answering when a node hosting one dies."
     )
     num_cpus: Annotated[StrictFloat, Field(gt=0)] = Field(
         0.25, description="CPUs reserved per router replica (placement only; it is mostly waiting on I/O)."
