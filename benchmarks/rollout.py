@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import secrets
 import statistics
 import tempfile
@@ -83,7 +84,7 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
     from variants.dataset import load_dataset
 
     work = Path(tempfile.mkdtemp(prefix="slimgate-rollout-"))
-    texts = load_dataset().test.texts[:2000]
+    texts = random.Random(0).sample(load_dataset().test.texts, 2000)  # representative, not label-grouped
     prom = LocalPrometheus(work / "prom", PROMETHEUS_PORT, [f"127.0.0.1:{METRICS_PORT}"], scrape_s=5.0)
     base = RayGateway().current()
     out: dict = {

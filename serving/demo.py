@@ -57,7 +57,7 @@ def show_traffic(url: str, token_env: str, requests: int) -> None:
 
     test = load_dataset().test
     print(f"\nsending {requests} requests from the test split to {url}/v1/predict (sticky by x-user-id) ...")
-    results = send_traffic(url, test.texts[:2000], requests)
+    results = send_traffic(url, random.Random(1).sample(test.texts, 2000), requests)
     print(summarize(results))
     picks = [test.examples[i] for i in range(0, len(test), len(test) // 3)][:3]
     sample, _ = _post(url + "/v1/predict", {"inputs": [e.text for e in picks]}, {})
@@ -131,7 +131,9 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
         where = f"{state_.phase.value} at {state_.weight}%"
         print(f"  +{seconds:5.1f} s  {state_.variant}: {where}  ({state_.last_reason})")
 
-    texts = load_dataset().test.texts[:2000]
+    # A random sample of the whole test split: its first texts are grouped by label, which would be
+    # drifted traffic for every variant.
+    texts = random.Random(0).sample(load_dataset().test.texts, 2000)
     try:
         with SteadyLoad(url, texts, rate=rate) as load, ControllerThread(source, state) as ctl:
             time.sleep(policy.interval_s * 2)  # the controller starts tracking the candidates

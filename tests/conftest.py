@@ -1,10 +1,57 @@
-"""Shared fixtures. Tests under tests/e2e start real services; tests elsewhere are fast units."""
+"""Shared fixtures. Tests under tests/e2e and tests/multinode start real services; the rest are fast units."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 # Never reach a model hub from tests: the teacher comes from the installed package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# A recipe small enough to build in about a minute, whose gate accepts any retention, so that every
+# variant is deployable whatever a few training steps achieve.
+SERVING_RECIPE = {
+    "data": {"max_length": 32},
+    "teacher": {"train_examples": 128, "max_steps": 4, "batch_size": 32, "learning_rate": 2e-4},
+    "student": {"train_examples": 128, "max_steps": 3, "batch_size": 32},
+    "quantization": {"qat": {"train_examples": 64, "max_steps": 2}},
+    "evaluation": {"test_examples": 64, "latency_samples": 3, "throughput_batches": 1, "warmup": 1},
+    "gate": {"min_retention": 0.0},
+    "variants": ["teacher-onnx", "student-int8", "student-int8-qat"],
+}
+
+
+@pytest.fixture(scope="session")
+def registry_root(tmp_path_factory) -> Path:
+    """A tiny real registry built by the real factory (shared by every test that serves variants)."""
+    from variants import Registry
+    from variants.assessment import assess
+    from variants.dataset import load_dataset
+    from variants.pipeline import build
+    from variants.recipe import parse_recipe
+
+    root = tmp_path_factory.mktemp("gateway-registry")
+    reg = Registry(root)
+    recipe = parse_recipe(SERVING_RECIPE)
+    ds = load_dataset()
+    ctx, _ = build(recipe, reg, dataset=ds, progress=False)
+    assess(reg, list(ctx.built.values()), ds, recipe)
+    return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def controller_state(tmp_path_factory):
+    """Every `slimgate apply` of the tests audits into a scratch state file, never the user's."""
+    path = tmp_path_factory.mktemp("controller-state") / "controller.db"
+    old = os.environ.get("SLIMGATE_STATE")
+    os.environ["SLIMGATE_STATE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SLIMGATE_STATE", None)
+    else:
+        os.environ["SLIMGATE_STATE"] = old

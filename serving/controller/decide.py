@@ -75,6 +75,8 @@ class CandidateState:
     consecutive_source_errors: int = 0
     last_reason: str = ""
     since: float = 0.0
+    # Clock time this revision was first tracked: older metrics in a window belong to another one.
+    tracked_at: float = 0.0
 
 
 # -- actions, applied by the caller in the order returned ---------------------------------------
@@ -302,6 +304,7 @@ def track(
         weight,
         last_reason=f"tracking revision {revision}",
         since=now,
+        tracked_at=now,
     )
     before = state or new
     if revision in set(rolled_back):

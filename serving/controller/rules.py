@@ -196,8 +196,10 @@ def default_rules(lineage_agreement: float | None, margin: float = 0.02) -> list
         Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, slack=0.05, min_samples=50),
         Rule(signal="error_rate", max=0.05, confidence=sure),
         Rule(signal="fallback_rate", max=0.05, confidence=sure),
-        # PSI over k labels from n samples of an unchanged distribution is about (k - 1) / n; with
-        # 17 labels, 400 samples keep that noise (0.04) well below the bound.
-        Rule(signal="drift_psi", max=0.2, min_samples=400),
+        # Drift is judged against the stable variant's own drift on the same traffic: live traffic
+        # rarely matches the test split (every variant's PSI moves with it), a model that answers
+        # differently does not. PSI over k labels from n samples of an unchanged distribution is
+        # about (k - 1) / n; with 17 labels, 400 samples keep that noise (0.04) under the slack.
+        Rule(signal="drift_psi", max=1.5, relative_to_stable=True, slack=0.1, min_samples=400),
         Rule(signal="shadow_agreement", min=agreement, confidence=sure),
     ]

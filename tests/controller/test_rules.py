@@ -118,7 +118,7 @@ def test_default_rules() -> None:
     lat = rules["latency_p99_s"]
     assert (lat.max, lat.relative_to_stable) == (1.5, True)
     assert rules["error_rate"].max == rules["fallback_rate"].max == 0.05
-    assert rules["drift_psi"].max == 0.2
+    assert rules["drift_psi"].relative_to_stable and rules["drift_psi"].slack == 0.1
     assert rules["shadow_agreement"].min == 0.9
     agreement = {r.signal: r for r in default_rules(0.96)}["shadow_agreement"]
     assert agreement.min == pytest.approx(0.94)
@@ -140,7 +140,7 @@ def test_evaluate_all_keys_by_rule_name_and_treats_missing_as_no_data() -> None:
         "latency_p99_s<=1.5x_stable+0.05": P,
         "error_rate<=0.05": F,
         "fallback_rate<=0.05": N,
-        "drift_psi<=0.2": N,
+        "drift_psi<=1.5x_stable+0.1": N,
         "shadow_agreement>=0.9": P,
     }
     with pytest.raises(ValueError, match="more than once"):

@@ -204,7 +204,9 @@ def test_policy_comes_from_the_config_rollout_section(tmp_path):
     ctl = _from_config(tmp_path, cfg, Recording())
     assert ctl.tick()["canary"].weight == 10
     assert ctl.tick()["canary"].phase is Phase.PROMOTED
-    assert set(windows) == {12.5}
+    # Stable is always judged on the whole window; the freshly tracked candidate only on the time
+    # since (one interval before) it was tracked.
+    assert windows == [5.0, 12.5, 10.0, 12.5]
 
 
 def test_non_progressive_candidate_is_judged_and_rolled_back_but_never_advanced(tmp_path):

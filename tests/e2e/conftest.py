@@ -16,40 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import CONTROLLER_PORT, METRICS_PORT, PORT, TINY, TOKEN, Gateway, PrometheusServer
-
-from variants import Registry
-from variants.assessment import assess
-from variants.dataset import load_dataset
-from variants.pipeline import build
-from variants.recipe import parse_recipe
+from e2e_support import CONTROLLER_PORT, METRICS_PORT, PORT, TOKEN, Gateway, PrometheusServer
 
 
-@pytest.fixture(scope="session", autouse=True)
-def controller_state(tmp_path_factory):
-    """Every `slimgate apply` of the tests audits into a scratch state file, never the user's."""
-    path = tmp_path_factory.mktemp("controller-state") / "controller.db"
-    old = os.environ.get("SLIMGATE_STATE")
-    os.environ["SLIMGATE_STATE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("SLIMGATE_STATE", None)
-    else:
-        os.environ["SLIMGATE_STATE"] = old
-
-
-@pytest.fixture(scope="session")
-def registry_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gateway-registry")
-    reg = Registry(root)
-    recipe = parse_recipe(TINY)
-    ds = load_dataset()
-    ctx, _ = build(recipe, reg, dataset=ds, progress=False)
-    assess(reg, list(ctx.built.values()), ds, recipe)
-    return root
-
-
-@pytest.fixture(scope="session")
+# Module scope: each test module starts its own gateway, and the last one is stopped before the
+# multi-node tests start a Ray cluster of their own on this machine.
+@pytest.fixture(scope="module")
 def gateway(registry_root, tmp_path_factory):
     cfg_dir = tmp_path_factory.mktemp("gateway-config")
     gw = Gateway(f"http://127.0.0.1:{PORT}", cfg_dir, registry_root)
@@ -96,7 +68,7 @@ def gateway(registry_root, tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prometheus(gateway, tmp_path_factory):
     """A real Prometheus server (Debian's package) scraping the gateway's Ray metrics every second.
 

@@ -15,15 +15,6 @@ TOKEN = "test-admin-token"
 PORT = 18000
 METRICS_PORT = 18080
 CONTROLLER_PORT = 19102
-TINY = {
-    "data": {"max_length": 32},
-    "teacher": {"train_examples": 128, "max_steps": 4, "batch_size": 32, "learning_rate": 2e-4},
-    "student": {"train_examples": 128, "max_steps": 3, "batch_size": 32},
-    "quantization": {"qat": {"train_examples": 64, "max_steps": 2}},
-    "evaluation": {"test_examples": 64, "latency_samples": 3, "throughput_batches": 1, "warmup": 1},
-    "gate": {"min_retention": 0.0},
-    "variants": ["teacher-onnx", "student-int8", "student-int8-qat"],
-}
 
 
 def gateway_config(registry: Path, **overrides) -> dict:
