@@ -2,7 +2,7 @@
 moves traffic, and false rollbacks of a healthy candidate.
 
     python -m benchmarks.rollout [--stable student-int8] [--candidate student-int8-qat]
-                                 [--intervals 100] [--trials 3] [--rate 30]
+                                 [--intervals 100] [--trials 3] [--rate 40]
 
 Starts the gateway (stable + one candidate of the same architecture), a real Prometheus scraping
 it every 5 s, and the controller ticking every 5 s with 2 failing intervals to roll back, on
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--candidate", default="student-int8-qat")
     p.add_argument("--intervals", type=int, default=100, help="intervals judged for false rollbacks")
     p.add_argument("--trials", type=int, default=3, help="fault injections timed")
-    p.add_argument("--rate", type=float, default=30.0, help="client requests per second")
+    p.add_argument("--rate", type=float, default=40.0, help="client requests per second")
     p.add_argument("--out", type=Path, default=Path("reports/rollout.json"))
     a = p.parse_args()
     if a.registry:
@@ -63,7 +63,7 @@ def main() -> None:
             "routing": {"stable": "stable", "weights": {"stable": 75, "candidate": 25}},
             "registry": a.registry,
             "http": {"host": "127.0.0.1", "port": PORT},
-            "rollout": {"interval_s": 5.0, "window_s": 20.0, "failures_to_rollback": 2, "passes_per_step": 2},
+            "rollout": {"interval_s": 5.0, "window_s": 30.0, "failures_to_rollback": 2, "passes_per_step": 2},
         },
         "benchmark",
     )
@@ -91,7 +91,7 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
         "setup": {
             "scrape_s": 5.0,
             "interval_s": 5.0,
-            "window_s": 20.0,
+            "window_s": 30.0,
             "failures_to_rollback": 2,
             "rate_per_s": a.rate,
             "stable": a.stable,
@@ -135,11 +135,11 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
             trials = []
             for i in range(a.trials):
                 healthy = with_changes(base, **{"variants.candidate.faults": {"delay_ms": float(i)}})
-                apply_config(healthy, actor="benchmark", state=work / "apply.db", echo=quiet)
+                apply_config(healthy, actor="benchmark", state=work / "controller.db", echo=quiet)
                 time.sleep(15)  # the candidate is tracked afresh and has a window of healthy data
                 faulty = with_changes(base, **{"variants.candidate.faults": {"delay_ms": 300.0 + i}})
                 start_apply = time.monotonic()
-                apply_config(faulty, actor="benchmark", state=work / "apply.db", echo=quiet)
+                apply_config(faulty, actor="benchmark", state=work / "controller.db", echo=quiet)
                 live = time.monotonic()  # Ray answered RUNNING: the fault is on every replica
                 seconds = None
                 while time.monotonic() - live < 120:
@@ -173,8 +173,9 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
                     "routing.weights": {"stable": 95, "candidate": 5},
                 },
             )
+            time.sleep(25)  # longer than the window: the last trial's slow answers are out of it
             t3 = time.monotonic()
-            apply_config(fresh, actor="benchmark", state=work / "apply.db", echo=quiet)
+            apply_config(fresh, actor="benchmark", state=work / "controller.db", echo=quiet)
             steps: list[dict] = []
 
             def step(state, seconds: float) -> None:

@@ -242,9 +242,11 @@ class Controller:
             rules = self.rules_for(key)
             signals = sorted({r.signal for r in rules})
             evidence: dict[str, Any] = {}
-            # Judge a new revision on its own metrics: the window reaches back no further than the
-            # interval before it was tracked (a previous revision's slow or wrong answers are not its).
-            own = window if not state.tracked_at else min(window, now - state.tracked_at + policy.interval_s)
+            # Judge a new revision on its own metrics: the window reaches back no further than one
+            # interval before it was tracked (a previous revision's slow or wrong answers are not
+            # its), but spans at least two intervals, since a rate needs two scrapes to exist.
+            since = now - state.tracked_at + policy.interval_s
+            own = window if not state.tracked_at else min(window, max(since, 2 * policy.interval_s))
             try:
                 cand = self.source.measure(key, signals, own, self.reference_for(key))
                 base = self.source.measure(stable, signals, window, self.reference_for(stable))

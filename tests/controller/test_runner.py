@@ -205,8 +205,8 @@ def test_policy_comes_from_the_config_rollout_section(tmp_path):
     assert ctl.tick()["canary"].weight == 10
     assert ctl.tick()["canary"].phase is Phase.PROMOTED
     # Stable is always judged on the whole window; the freshly tracked candidate only on the time
-    # since (one interval before) it was tracked.
-    assert windows == [5.0, 12.5, 10.0, 12.5]
+    # since one interval before it was tracked, and on at least two intervals.
+    assert windows == [10.0, 12.5, 10.0, 12.5]
 
 
 def test_non_progressive_candidate_is_judged_and_rolled_back_but_never_advanced(tmp_path):
