@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import statistics
@@ -109,9 +110,13 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     stop = None
     prometheus = None
     if local_prometheus.available():
-        prometheus = local_prometheus.LocalPrometheus(
-            workdir / "prometheus", 9090, [f"127.0.0.1:{metrics_port}"], scrape_s=2.0
-        )
+        try:
+            prometheus = local_prometheus.LocalPrometheus(
+                workdir / "prometheus", 9090, [f"127.0.0.1:{metrics_port}"], scrape_s=2.0
+            )
+        except RuntimeError as err:  # e.g. port 9090 taken by a Prometheus of the user's
+            print(f"\n(no local Prometheus for the drill: {str(err).splitlines()[0]})")
+    if prometheus is not None:
         source, where = PrometheusSource(prometheus.url), f"Prometheus at {prometheus.url}"
     else:
         import threading
@@ -120,6 +125,8 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
         stop = threading.Event()
         start_scraping(source, stop, 1.0)
         where = "the gateway's own metrics (no Prometheus on this machine)"
+    # The drill prints what the controller does; its own per-interval log would repeat it.
+    logging.getLogger("slimgate.controller").setLevel(logging.WARNING)
     policy = cfg.rollout
     print(
         f"\n== rollout drill: the controller judges every candidate each {policy.interval_s:g} s on the "
