@@ -128,9 +128,12 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     # The drill prints what the controller does; its own per-interval log would repeat it.
     logging.getLogger("slimgate.controller").setLevel(logging.WARNING)
     policy = cfg.rollout
+    # At a first step a candidate sees only a few requests a second; a 90 s window gives its p99
+    # enough samples that one slow request (a cold replica's first call) is not its p99.
+    window = max(policy.window_s, 90.0)
     print(
         f"\n== rollout drill: the controller judges every candidate each {policy.interval_s:g} s on the "
-        f"last {policy.window_s:g} s of metrics from {where};\n   steady load of {rate:g} requests/s; "
+        f"last {window:g} s of metrics from {where};\n   steady load of {rate:g} requests/s; "
         f"state and audit log in {state}"
     )
 
@@ -142,11 +145,14 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     # drifted traffic for every variant.
     texts = random.Random(0).sample(load_dataset().test.texts, 2000)
     try:
-        with SteadyLoad(url, texts, rate=rate) as load, ControllerThread(source, state) as ctl:
+        with SteadyLoad(url, texts, rate=rate, threads=8) as load, ControllerThread(source, state) as ctl:
             time.sleep(policy.interval_s * 2)  # the controller starts tracking the candidates
             print(f"\n1. {canary} (canary at {cfg.routing.weights[canary]}%) slows down: 400 ms injected")
             t0 = time.monotonic()
-            slow = with_changes(cfg, **{f"variants.{canary}.faults": {"delay_ms": 400.0}})
+            slow = with_changes(
+                cfg,
+                **{f"variants.{canary}.faults": {"delay_ms": 400.0}, "rollout.window_s": window},
+            )
             apply_config(slow, actor="demo", state=state, echo=lambda m: print("   " + m))
             rev = running_revision(canary)
             done, took = watch(

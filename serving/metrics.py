@@ -45,7 +45,8 @@ BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128]
 DISTANCE_BUCKETS = [0.001, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]
 
 # route: how the request reached its variant.
-ROUTES = ("split", "sticky", "pinned", "fallback", "shadow")
+# "starting": the chosen variant's replicas were not up yet, so stable answered.
+ROUTES = ("split", "sticky", "pinned", "fallback", "shadow", "starting")
 # kind: why a call failed.
 ERROR_KINDS = ("timeout", "variant_error", "client_error", "unavailable", "internal")
 

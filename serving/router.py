@@ -144,6 +144,10 @@ class Router:
         self.disagreements = DisagreementLog(1)
         self.feedback: FeedbackJoin | None = None
         self.shadow_tasks: set[asyncio.Task] = set()
+        # Variants whose handle has reached a running replica. A variant the config just added is
+        # routed to only from then on: until its application is up, its share goes to stable.
+        self.ready: set[str] = set()
+        self.warming: set[str] = set()
         threading.Thread(target=self._restate_gauges, name="slimgate-gauges", daemon=True).start()
 
     def _restate_gauges(self) -> None:
@@ -172,6 +176,24 @@ class Router:
         ):
             self.feedback = FeedbackJoin(fb.max_entries, fb.retention_s)
         self.table = table  # one assignment: requests in flight keep the table they started with
+        self.ready &= cfg.variants.keys()
+        for key in cfg.variants.keys() - self.ready - self.warming:
+            # Ray deploys a new variant's application and this config at the same moment; its
+            # replicas take seconds to start. Wait for them off the request path.
+            self.warming.add(key)
+            threading.Thread(target=self._warm, args=(key,), name=f"warm-{key}", daemon=True).start()
+
+    def _warm(self, key: str) -> None:
+        try:
+            while self.table is not None and key in self.table.cfg.variants:
+                try:
+                    self._handle(key).info.remote().result(timeout_s=30)
+                    self.ready.add(key)
+                    return
+                except Exception:  # noqa: BLE001 - not deployed or not ready yet: try again shortly
+                    time.sleep(0.5)
+        finally:
+            self.warming.discard(key)
 
     def _table(self) -> RouteTable:
         if self.table is None:
@@ -207,8 +229,12 @@ class Router:
                 value = body.get(routing.sticky_key.json_field)
                 key = value if isinstance(value, str | int) and not isinstance(value, bool) else None
         if key is not None and str(key):
-            return table.split.choose(str(key)), "sticky"
-        return table.split.choose(None, self.rng), "split"
+            chosen, route = table.split.choose(str(key)), "sticky"
+        else:
+            chosen, route = table.split.choose(None, self.rng), "split"
+        if chosen not in self.ready and chosen != routing.stable:
+            return routing.stable, "starting"  # its replicas are not up yet
+        return chosen, route
 
     async def _call(self, table: RouteTable, key: str, route: str, texts: list[str]) -> CallResult:
         start = time.perf_counter()
@@ -253,7 +279,7 @@ class Router:
     # -- shadowing -------------------------------------------------------------------------
     def _mirror(self, table: RouteTable, served: CallResult, texts: list[str], request_id: str) -> None:
         for key, sampler in table.samplers.items():
-            if key == served.key or not sampler.should_mirror():
+            if key == served.key or key not in self.ready or not sampler.should_mirror():
                 continue
             if not self.limiter.try_acquire():
                 self.metrics.inc("slimgate_shadow_dropped", variant=key)

@@ -165,6 +165,39 @@ def test_reconfiguration_under_load_fails_no_request(gateway):
     assert failures == []
 
 
+def test_a_variant_added_under_load_gets_traffic_only_once_its_replicas_are_up(gateway):
+    routes, stop = [], threading.Event()
+
+    def client(i):
+        n = 0
+        while not stop.is_set():
+            r = gateway.predict([TEXT], headers={"x-user-id": f"add-{i}-{n}"})
+            routes.append((r.status_code, r.json().get("variant"), r.json().get("route")))
+            n += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        gateway.apply(
+            **{
+                "variants.fresh": {"ref": "teacher-onnx", "resources": {"num_cpus": 0.3}},
+                "routing.weights": {"stable": 40, "canary": 30, "fresh": 30},
+            }
+        )
+        time.sleep(3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        gateway.apply()
+    assert {status for status, _, _ in routes} == {200}
+    # Its share went to stable while it started (or it was up by the time the router had the
+    # config); never to a variant that could not answer, so nothing fell back.
+    assert "fallback" not in {route for _, _, route in routes}, routes
+    assert any(variant == "fresh" for _, variant, _ in routes)
+
+
 def replica_ids() -> dict[str, set[str]]:
     from serving import control
 
