@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -139,7 +140,7 @@ class VariantSpec(_Section):
     faults: FaultSpec = Field(
         default_factory=FaultSpec, description="Injected latency, errors or wrong answers (drills only)."
     )
-    progressive: bool = Field(
+    progressive: StrictBool = Field(
         True,
         description="The rollout controller may advance this candidate through rollout.steps on passing "
         "analysis; false = it keeps the weight set here (still rolled back on failures) until an "

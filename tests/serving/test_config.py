@@ -475,3 +475,30 @@ def test_apply_summary_names_an_added_or_removed_variant_once():
         "routing.weights.canary",
         "routing.weights.fresh",
     ]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        ("rollout.steps", [25, 5, 100], "rollout.steps"),
+        ("rollout.steps", [5, 50], "rollout.steps"),
+        ("rollout.interval_s", 0.0, "rollout.interval_s"),
+        ("rollout.failures_to_rollback", 0, "rollout.failures_to_rollback"),
+        ("rollout.on_source_errors", "panic", "rollout.on_source_errors"),
+        ("rollout.cadence", 3, "rollout.cadence"),
+        ("router.replicas", 0, "router.replicas"),
+        ("router.num_cpus", -1.0, "router.num_cpus"),
+        ("variants.canary.progressive", "yes", "variants.canary.progressive"),
+    ],
+)
+def test_rollout_and_router_mistakes_are_named(path, value, named):
+    assert named in _error(_with(path, value))
+
+
+def test_report_refuses_a_bad_range_before_asking_prometheus(capsys):
+    from serving.cli import main
+
+    assert main(["report", "--minutes", "0", "--prometheus", "http://127.0.0.1:9"]) == 2
+    assert "--minutes must be within" in capsys.readouterr().err
+    assert main(["report", "--step", "-5", "--prometheus", "http://127.0.0.1:9"]) == 2
+    assert "--step must be positive" in capsys.readouterr().err
