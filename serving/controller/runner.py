@@ -155,8 +155,9 @@ class Controller:
     store: StateStore
     # None: the running config's ``rollout`` section, read afresh every tick.
     policy: Policy | None = None
-    rules_for: Callable[[str], list[Rule]] = lambda _key: []
-    reference_for: Callable[[str], Mapping[str, float] | None] = lambda _key: None
+    # Given the config the tick read (one read per tick: every candidate is judged against the same).
+    rules_for: Callable[[GatewayConfig, str], list[Rule]] = lambda _cfg, _key: []
+    reference_for: Callable[[GatewayConfig, str], Mapping[str, float] | None] = lambda _cfg, _key: None
     # None: the running config's ``rollout.window_s``.
     window_s: float | None = None
     clock: Callable[[], float] = time.time
@@ -239,7 +240,7 @@ class Controller:
             if state.phase in (Phase.ROLLED_BACK, Phase.PROMOTED):
                 out[key] = state
                 continue
-            rules = self.rules_for(key)
+            rules = self.rules_for(cfg, key)
             signals = sorted({r.signal for r in rules})
             evidence: dict[str, Any] = {}
             # Judge a new revision on its own metrics: the window reaches back no further than one
@@ -248,8 +249,8 @@ class Controller:
             since = now - state.tracked_at + policy.interval_s
             own = window if not state.tracked_at else min(window, max(since, 2 * policy.interval_s))
             try:
-                cand = self.source.measure(key, signals, own, self.reference_for(key))
-                base = self.source.measure(stable, signals, window, self.reference_for(stable))
+                cand = self.source.measure(key, signals, own, self.reference_for(cfg, key))
+                base = self.source.measure(stable, signals, window, self.reference_for(cfg, stable))
                 outcomes: dict[str, Any] | None = evaluate_all(rules, cand, base)
                 evidence = _evidence(rules, outcomes, cand, base)
             except SourceError:

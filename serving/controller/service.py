@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -69,28 +69,20 @@ def expected_agreement(candidate: float | None, stable: float | None) -> float |
     return candidate if stable is None else max(0.0, candidate + stable - 1.0)
 
 
-def lineage_rules(gateway: RayGateway) -> Callable[[str], list[Rule]]:
+def _lineage_of(cfg: GatewayConfig, key: str) -> dict:
+    return _lineage(str(cfg.registry) if cfg.registry else None, cfg.variants[key].ref)
+
+
+def lineage_rules(cfg: GatewayConfig, key: str) -> list[Rule]:
     """Default rules whose shadow-agreement bar derives from candidate's and stable's teacher agreement."""
-
-    def rules_for(key: str) -> list[Rule]:
-        cfg = gateway.current()
-        reg = str(cfg.registry) if cfg.registry else None
-        cand = _lineage(reg, cfg.variants[key].ref).get("agreement")
-        stable = _lineage(reg, cfg.variants[cfg.routing.stable].ref).get("agreement")
-        return default_rules(expected_agreement(cand, stable))
-
-    return rules_for
+    cand = _lineage_of(cfg, key).get("agreement")
+    stable = _lineage_of(cfg, cfg.routing.stable).get("agreement")
+    return default_rules(expected_agreement(cand, stable))
 
 
-def lineage_reference(gateway: RayGateway) -> Callable[[str], Mapping[str, float] | None]:
+def lineage_reference(cfg: GatewayConfig, key: str) -> Mapping[str, float] | None:
     """The predicted-label profile recorded at evaluation time: the drift reference."""
-
-    def reference_for(key: str) -> Mapping[str, float] | None:
-        cfg = gateway.current()
-        reg = str(cfg.registry) if cfg.registry else None
-        return _lineage(reg, cfg.variants[key].ref).get("label_distribution")
-
-    return reference_for
+    return _lineage_of(cfg, key).get("label_distribution")
 
 
 class ControllerMetrics:
@@ -161,8 +153,8 @@ def build(
         source,  # type: ignore[arg-type] - operator-only controllers judge nothing
         StateStore(state_path),
         policy,
-        rules_for=lineage_rules(gateway),
-        reference_for=lineage_reference(gateway),
+        rules_for=lineage_rules,
+        reference_for=lineage_reference,
         window_s=window_s,
         on_record=metrics.record,
         on_interval=metrics.interval,

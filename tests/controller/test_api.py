@@ -26,7 +26,7 @@ def api(tmp_path, monkeypatch):
         FakeSource(),
         StateStore(tmp_path / "state.db"),
         Policy(passes_per_step=1),
-        rules_for=lambda _k: [Rule(signal="error_rate", max=0.05)],
+        rules_for=lambda _c, _k: [Rule(signal="error_rate", max=0.05)],
         clock=Clock(),
         on_record=metrics.record,
         on_interval=metrics.interval,

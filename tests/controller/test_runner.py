@@ -62,7 +62,7 @@ def setup(tmp_path):
         src,
         StateStore(tmp_path / "state.db"),
         Policy(passes_per_step=1),
-        rules_for=lambda _k: [Rule(signal="error_rate", max=0.05)],
+        rules_for=lambda _c, _k: [Rule(signal="error_rate", max=0.05)],
         clock=Clock(),
     )
     return gw, src, ctl
@@ -139,7 +139,7 @@ def test_state_survives_a_controller_restart(setup, tmp_path):
         src,
         StateStore(tmp_path / "state.db"),
         Policy(passes_per_step=1),
-        rules_for=lambda _k: [Rule(signal="error_rate", max=0.05)],
+        rules_for=lambda _c, _k: [Rule(signal="error_rate", max=0.05)],
         clock=Clock(),
     )
     assert again.tick()["canary"].weight == 25  # continues from 5%, not from scratch
@@ -175,7 +175,7 @@ def _from_config(tmp_path, cfg, src, **kw):
         FakeGateway(cfg),
         src,
         StateStore(tmp_path / "cfg.db"),
-        rules_for=lambda _k: [Rule(signal="error_rate", max=0.05)],
+        rules_for=lambda _c, _k: [Rule(signal="error_rate", max=0.05)],
         clock=Clock(),
         **kw,
     )

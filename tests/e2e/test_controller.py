@@ -45,7 +45,9 @@ def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, promethe
         PrometheusSource(prometheus),
         store,
         Policy(failures_to_rollback=2, passes_per_step=1000),
-        rules_for=lambda _k: [Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, min_samples=5)],
+        rules_for=lambda _c, _k: [
+            Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, min_samples=5)
+        ],
         window_s=10,
     )
     try:
@@ -75,7 +77,7 @@ def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, promethe
 
 
 def _controller(store, source, policy, rules):
-    return Controller(RayGateway(), source, store, policy, rules_for=lambda _k: rules, window_s=10)
+    return Controller(RayGateway(), source, store, policy, rules_for=lambda _c, _k: rules, window_s=10)
 
 
 def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, tmp_path):
