@@ -1,11 +1,16 @@
-"""Gateway config -> Ray Serve config: one application per variant plus the router application.
+"""Gateway config -> Ray Serve config: the router application plus one application per variant
+that has a deployment of its own.
 
-Each variant is its own Serve application (``variant-<key>``) whose ``args`` hold exactly
-what its replicas load (registry ref, backend, threads, registry root). Ray Serve
-derives an application's code version from its import path and args, so a changed artifact
-restarts that variant's replicas and nothing else. Everything that may change live
-(weights, shadow, limits, batching, faults, replica counts) is a deployment-level override
-(``user_config``, ``num_replicas``, ``autoscaling_config``) that Ray applies in place.
+The router application (``slimgate``, route ``/``) carries the whole gateway config as its
+``user_config``: the variants placed in the router (``placement: router``) are loaded by each
+router replica from it, and a new artifact for one of them is swapped in live by the router, so
+nothing restarts. Each variant with ``placement: deployment`` is its own Serve application
+(``variant-<key>``) whose ``args`` hold exactly what its replicas load (registry ref, backend,
+threads, registry root). Ray Serve derives an application's code version from its import path
+and args, so a changed artifact restarts that variant's replicas and nothing else. Everything
+that may change live (weights, shadow, limits, batching, faults, replica counts) is a
+deployment-level override (``user_config``, ``num_replicas``, ``autoscaling_config``) that Ray
+applies in place.
 
 The translation is a pure function of the gateway config: it reads no registry, so the Helm
 chart can mirror it for KubeRay's ``serveConfigV2`` (a test holds the two equal). What the
@@ -20,16 +25,24 @@ from __future__ import annotations
 from typing import Any
 
 from serving.config import GatewayConfig, canonical_dict, config_revision, parse_config
-from serving.router import GATEWAY_MODEL, VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
+from serving.names import ROUTER_APP, ROUTER_DEPLOYMENT, VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 
-ROUTER_APP = GATEWAY_MODEL
+# Ray Serve imports this at start-up to register the inference protocol's gRPC service
+# (serving.oip_grpc.add_servicer; named here so the translation imports neither gRPC nor Ray).
+GRPC_SERVICER = "serving.oip_grpc.add_servicer"
+
+# Room above admission.max_in_flight for what admission does not count (admin, health checks), so
+# that Ray never queues a request in front of the router's own admission control.
+ROUTER_ONGOING_HEADROOM = 32
 
 
 def router_app(args: dict[str, Any]):
     """Import path of the router application (its settings arrive as user_config)."""
+    from ray import serve
+
     from serving.router import Router
 
-    return Router.bind()
+    return serve.deployment(Router, name=ROUTER_DEPLOYMENT).bind()
 
 
 def variant_app(args: dict[str, Any]):
@@ -55,20 +68,28 @@ def serve_config(cfg: GatewayConfig) -> dict:
             "args": {},
             "deployments": [
                 {
-                    "name": "Router",
+                    "name": ROUTER_DEPLOYMENT,
                     "num_replicas": cfg.router.replicas,
-                    "max_ongoing_requests": 256,
+                    "max_ongoing_requests": cfg.admission.max_in_flight + ROUTER_ONGOING_HEADROOM,
                     "ray_actor_options": {"num_cpus": cfg.router.num_cpus},
                     "user_config": {"gateway": gateway},
+                    # One log line per request costs more than routing it; metrics count requests.
+                    "logging_config": {"enable_access_log": False},
+                    # Loading the variants placed in the router happens before it is ready.
+                    "health_check_timeout_s": 60,
+                    "graceful_shutdown_timeout_s": 30,
                 }
             ],
         }
     ]
     for key, spec in sorted(cfg.variants.items()):
+        if spec.in_router:
+            continue
         opts = spec.deployment_options()
         deployment: dict[str, Any] = {
             "name": VARIANT_DEPLOYMENT,
             "max_ongoing_requests": opts["max_ongoing_requests"],
+            **({"max_queued_requests": opts["max_queued_requests"]} if "max_queued_requests" in opts else {}),
             "ray_actor_options": opts["ray_actor_options"],
             "user_config": {"batching": spec.batching.model_dump(), "faults": spec.faults.model_dump()},
             # A replica is healthy only once it has loaded and warmed up; big models need time.
@@ -94,15 +115,19 @@ def serve_config(cfg: GatewayConfig) -> dict:
                 "deployments": [deployment],
             }
         )
-    return {
+    out: dict[str, Any] = {
         "proxy_location": "HeadOnly",
         "http_options": {
             "host": cfg.http.host,
             "port": cfg.http.port,
             "request_timeout_s": cfg.limits.request_timeout_s + 5,
         },
-        "applications": apps,
     }
+    if cfg.http.grpc_port is not None:
+        # The inference protocol's gRPC service, answered by the router's methods of the same names.
+        out["grpc_options"] = {"port": cfg.http.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]}
+    out["applications"] = apps
+    return out
 
 
 def gateway_from_serve_config(serve_cfg: dict[str, Any]) -> tuple[dict[str, Any], str] | None:

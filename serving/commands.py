@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -110,17 +111,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def run_gateway(
     cfg: GatewayConfig, metrics_port: int, on_ready: Callable[[str], None] | None = None, block: bool = True
 ) -> None:
-    """Start a local Ray cluster, deploy the gateway, call ``on_ready(url)``, then serve until stopped."""
+    """Start a local Ray cluster, deploy the gateway, call ``on_ready(url)``, then serve until stopped.
+
+    Everything Ray starts listens on loopback only; the gateway's own port binds ``http.host``.
+    """
+    import tempfile
+
+    from serving.ray_env import single_host_env, stop_haproxy
+
     cfg = pin_refs(cfg)  # refuses a config whose variants are missing or not deployable
     serve_cfg = serve_config(cfg)
+    if cfg.http.ingress == "haproxy":
+        # Replicas' own HTTP servers bind this address; HAProxy's listener for clients is moved to
+        # http.host by the wrapper (serving.ray_env), so only the gateway's port can be public.
+        serve_cfg["http_options"]["host"] = "127.0.0.1"
     token_env = cfg.admin.token_env
     if not (os.environ.get(token_env) or cfg.admin.token):
         os.environ[token_env] = secrets.token_urlsafe(24)
         print(f"admin token (set ${token_env} to choose your own): {os.environ[token_env]}")
+    runtime_dir = Path(tempfile.mkdtemp(prefix="slimgate-"))
+    os.environ.update(single_host_env(cfg.http, runtime_dir))
     import ray
     from ray import serve
 
-    # Replicas inherit this process's environment (the admin token) from the local raylet.
+    # Replicas inherit this process's environment (the admin token, the ingress mode) from the
+    # local raylet.
     ray.init(
         include_dashboard=True,
         dashboard_host="127.0.0.1",
@@ -149,6 +164,8 @@ def run_gateway(
         print("slimgate: stopping the gateway", file=sys.stderr)
         serve.shutdown()
         ray.shutdown()
+        stop_haproxy(runtime_dir)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 def _running_gateway(dashboard: str):

@@ -64,6 +64,7 @@ StrictFloat = Annotated[float, Field(strict=True)]
 VariantKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", to_lower=True)]
 Backend = Literal["torch", "onnxruntime", "tensorrt"]
+Placement = Literal["router", "deployment"]
 
 
 class _Section(BaseModel):
@@ -87,9 +88,15 @@ class AutoscalingSpec(_Section):
 
 
 class BatchingSpec(_Section):
-    max_batch_size: StrictPositiveInt = Field(16, description="Most texts one replica call runs together.")
+    max_batch_size: StrictPositiveInt = Field(16, description="Most texts one backend call runs together.")
     batch_wait_timeout_s: Annotated[StrictFloat, Field(ge=0, le=1)] = Field(
-        0.005, description="Longest a request waits for others to fill a batch, in seconds."
+        0.005,
+        description="Longest a request waits for others to fill a batch, in seconds. 0 = no waiting: a "
+        "batch holds whatever queued while the previous one ran (no added latency at low load).",
+    )
+    max_concurrent_batches: Annotated[StrictPositiveInt, Field(le=64)] = Field(
+        1,
+        description="Backend calls of this variant running at once in one replica (each on a thread).",
     )
 
 
@@ -118,6 +125,10 @@ class FaultSpec(_Section):
         return bool(self.delay_ms or self.error_rate or self.flip_rate)
 
 
+# Fields of a variant that only a variant with replicas of its own (placement: deployment) can use.
+_DEPLOYMENT_ONLY = ("replicas", "autoscaling", "resources", "max_queued_requests")
+
+
 class VariantSpec(_Section):
     ref: str = Field(
         description="Registry reference 'name@version', or 'name' for the latest version at deploy time."
@@ -125,15 +136,31 @@ class VariantSpec(_Section):
     backend: Backend | None = Field(
         None, description="Backend to open the variant with; null = the backend its manifest records."
     )
+    placement: Placement = Field(
+        "router",
+        description="Where the variant runs. router: inside every router replica, answered in process "
+        "with no extra hop (the fast path for small CPU variants; it scales with router.replicas and "
+        "a new artifact is swapped in live). deployment: its own Ray Serve application reached "
+        "through a handle (for large or GPU variants, or to scale and restart it on its own).",
+    )
     replicas: StrictPositiveInt | None = Field(
-        None, description="Fixed replica count; exclusive with autoscaling. Neither set = 1 replica."
+        None,
+        description="Fixed replica count (placement: deployment); exclusive with autoscaling. "
+        "Neither set = 1 replica.",
     )
     autoscaling: AutoscalingSpec | None = Field(
-        None, description="Replica range driven by load; exclusive with replicas."
+        None, description="Replica range driven by load (placement: deployment); exclusive with replicas."
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Server-side request batching.")
     threads: StrictPositiveInt = Field(1, description="Intra-op threads of the backend in each replica.")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica reservation.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Per-replica reservation (placement: deployment)."
+    )
+    max_queued_requests: Annotated[StrictPositiveInt, Field(le=100_000)] | None = Field(
+        None,
+        description="Calls waiting for a replica beyond which Ray sheds them (placement: deployment); "
+        "null = Ray's default (unbounded). A shed call is answered like a failed one: fallback to stable.",
+    )
     timeout_s: Annotated[StrictFloat, Field(gt=0)] | None = Field(
         None, description="Deadline of one call to this variant; null = limits.request_timeout_s."
     )
@@ -164,6 +191,24 @@ class VariantSpec(_Section):
     def _one_scaling_mode(self) -> VariantSpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise _rule(("replicas", "set either replicas or autoscaling, not both"))
+        if self.placement == "router":
+            # These only mean something for a variant with replicas of its own; silently ignoring
+            # them would let a config promise a GPU or a replica count that nothing provides.
+            why = (
+                "only a variant with placement: deployment has replicas of its own; a variant "
+                "placed in the router runs in every router replica (router.replicas, router.num_cpus)"
+            )
+            # Compared with the defaults rather than "was it given": a dumped config (defaults filled
+            # in) must parse back to itself.
+            defaults = {
+                f: VariantSpec.model_fields[f].get_default(call_default_factory=True)
+                for f in _DEPLOYMENT_ONLY
+            }
+            problems = [(f, why) for f in _DEPLOYMENT_ONLY if getattr(self, f) != defaults[f]]
+            if self.backend == "tensorrt":
+                problems.append(("placement", "a TensorRT variant needs a GPU: use placement: deployment"))
+            if problems:
+                raise _rule(*problems)
         return self
 
     @property
@@ -173,6 +218,10 @@ class VariantSpec(_Section):
     @property
     def version(self) -> int | None:
         return parse_ref(self.ref)[1]
+
+    @property
+    def in_router(self) -> bool:
+        return self.placement == "router"
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``serve.deployment(...).options(...)`` (no Ray import needed here)."""
@@ -186,6 +235,8 @@ class VariantSpec(_Section):
             # (with batching off, 2 in flight would throttle a replica to a trickle).
             "max_ongoing_requests": max(32, 2 * self.batching.max_batch_size),
         }
+        if self.max_queued_requests is not None:
+            opts["max_queued_requests"] = self.max_queued_requests
         if self.autoscaling is not None:
             opts["autoscaling_config"] = self.autoscaling.model_dump()
         else:
@@ -303,18 +354,62 @@ class AdminConfig(_Section):
 
 
 class HttpConfig(_Section):
-    host: str = Field("127.0.0.1", min_length=1, description="Address the HTTP proxy binds to.")
-    port: Annotated[StrictPositiveInt, Field(le=65535)] = Field(8000, description="TCP port of the proxy.")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address clients reach the gateway on. On one host (`slimgate serve`) everything else "
+        "(Ray, replicas, HAProxy's own ports) stays on loopback whatever this says.",
+    )
+    port: Annotated[StrictPositiveInt, Field(le=65535)] = Field(
+        8000, description="TCP port of the gateway's HTTP endpoint."
+    )
+    grpc_port: Annotated[StrictPositiveInt, Field(le=65535)] | None = Field(
+        9000,
+        description="TCP port of the Open Inference Protocol's gRPC service "
+        "(inference.GRPCInferenceService); null = no gRPC endpoint.",
+    )
+    ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy",
+        description="How requests reach the router replicas. haproxy: Ray Serve's HAProxy ingress straight "
+        "to each router replica's own HTTP server (direct ingress; several times the throughput). proxy: "
+        "Ray Serve's Python HTTP proxy, for platforms without an HAProxy binary.",
+    )
+
+    @model_validator(mode="after")
+    def _ports(self) -> HttpConfig:
+        if self.grpc_port is not None and self.grpc_port == self.port:
+            raise _rule(("grpc_port", f"must differ from port ({self.port})"))
+        return self
+
+
+class AdmissionConfig(_Section):
+    """Load shedding in each router replica: what cannot be served in time is refused at once."""
+
+    latency_objective_s: Annotated[StrictFloat, Field(gt=0, le=60)] | None = Field(
+        0.5,
+        description="Latency the router keeps admitted requests within (its p99, measured from arrival to "
+        "answer): the number of requests admitted at once adapts to it. null = only max_in_flight.",
+    )
+    max_in_flight: Annotated[StrictPositiveInt, Field(le=100_000)] = Field(
+        256, description="Most requests one router replica works on at once; beyond it requests are shed."
+    )
+    retry_after_s: Annotated[StrictPositiveInt, Field(le=3600)] = Field(
+        1, description="Seconds a shed client is told to wait (the Retry-After header of its 503)."
+    )
 
 
 class RouterSpec(_Section):
     """The router deployment (the ingress every request passes through)."""
 
     replicas: StrictPositiveInt = Field(
-        1, description="Router replicas; several keep the gateway answering when a node hosting one dies."
+        1,
+        description="Router replicas; each runs the variants placed in the router. Several use more cores "
+        "and keep the gateway answering when a node hosting one dies.",
     )
     num_cpus: Annotated[StrictFloat, Field(gt=0)] = Field(
-        0.25, description="CPUs reserved per router replica (placement only; it is mostly waiting on I/O)."
+        0.5,
+        description="CPUs Ray reserves per router replica (placement only: the threads of the variants "
+        "placed in it bound what it uses).",
     )
 
 
@@ -365,6 +460,9 @@ class GatewayConfig(_Section):
     routing: RoutingConfig = Field(description="Which variant answers a request.")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Mirroring traffic to compare.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request size and time limits.")
+    admission: AdmissionConfig = Field(
+        default_factory=AdmissionConfig, description="Shedding load the gateway cannot serve in time."
+    )
     feedback: FeedbackConfig = Field(
         default_factory=FeedbackConfig, description="Joining ground-truth labels to served answers."
     )
@@ -518,7 +616,11 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
         backend = spec.backend or m.backend
         if _BACKEND_FORMAT[backend] != m.format:
             problems.append(f"{where}.backend: {backend} cannot open {m.ref}, which is stored as {m.format}")
-        if backend == "tensorrt" and not spec.resources.num_gpus:
+        if backend == "tensorrt" and spec.in_router:
+            problems.append(
+                f"{where}.placement: {m.ref} runs on TensorRT and needs a GPU: use placement: deployment"
+            )
+        elif backend == "tensorrt" and not spec.resources.num_gpus:
             problems.append(f"{where}.resources.num_gpus: {m.ref} runs on TensorRT and needs a GPU")
     stable = manifests.get(cfg.routing.stable)
     if stable is not None:
@@ -551,7 +653,8 @@ def pin_refs(cfg: GatewayConfig, registry: Registry | None = None) -> GatewayCon
 
 # -- what a change costs -----------------------------------------------------------------------
 # batching and faults reach running replicas through Ray Serve's user_config (reconfigure()).
-_RESTART_FIELDS = {"ref", "backend", "threads", "resources"}
+_ARTIFACT_FIELDS = {"ref", "backend", "threads"}
+_RESTART_FIELDS = _ARTIFACT_FIELDS | {"resources", "placement"}
 _RESCALE_FIELDS = {"replicas", "autoscaling"}
 
 
@@ -563,16 +666,20 @@ ROUTER_KEY = "(router)"
 class ConfigChange:
     """What applying ``new`` over ``old`` involves.
 
-    ``restart``: variant keys whose replicas must be replaced (``added``, ``removed``, or a change
-    to what a replica loads or how it runs). ``rescale``: keys whose replica count or autoscaling changed,
-    which Ray Serve applies in place. ``http``: the proxy address changed. ``paths``: every dotted
-    field path that differs. Everything else (routing, shadow, limits, admin, timeouts) is applied
-    by the router without touching a replica. A ref without a version ('name') follows the registry,
-    so a new registered version changes nothing here: pin versions in configs that ``apply`` uses.
+    ``restart``: variant keys whose own replicas must be replaced (``added``, ``removed``, or a change
+    to what a replica loads or how it runs, or a move between the router and a deployment of its own).
+    ``reload``: variants placed in the router whose artifact each router replica loads and swaps in
+    live (added ones included); nothing restarts. ``rescale``: keys whose replica count or
+    autoscaling changed, which Ray Serve applies in place. ``http``: the proxy address changed.
+    ``paths``: every dotted field path that differs. Everything else (routing, shadow, limits,
+    admin, timeouts) is applied by the router without touching a replica. A ref without a version
+    ('name') follows the registry, so a new registered version changes nothing here: pin versions
+    in configs that ``apply`` uses.
     """
 
     restart: frozenset[str]
     rescale: frozenset[str]
+    reload: frozenset[str]
     added: frozenset[str]
     removed: frozenset[str]
     http: bool
@@ -610,12 +717,20 @@ def _comparable(cfg: GatewayConfig) -> dict[str, Any]:
 def diff(old: GatewayConfig, new: GatewayConfig) -> ConfigChange:
     a, b = dict(_flatten(_comparable(old))), dict(_flatten(_comparable(new)))
     paths = tuple(sorted(p for p in a.keys() | b.keys() if a.get(p, _MISSING) != b.get(p, _MISSING)))
-    restart: set[str] = set(old.variants.keys() ^ new.variants.keys())
+    both = old.variants.keys() & new.variants.keys()
+    changed = old.variants.keys() ^ new.variants.keys()
+    restart = {k for k in changed if not (new.variants.get(k) or old.variants[k]).in_router}
+    reload = {k for k in new.variants.keys() - old.variants.keys() if new.variants[k].in_router}
     rescale: set[str] = set()
-    for key in old.variants.keys() & new.variants.keys():
+    for key in both:
         o, n = old.variants[key], new.variants[key]
-        if any(getattr(o, f) != getattr(n, f) for f in _RESTART_FIELDS):
+        if o.in_router and n.in_router:
+            if any(getattr(o, f) != getattr(n, f) for f in _ARTIFACT_FIELDS):
+                reload.add(key)
+        elif any(getattr(o, f) != getattr(n, f) for f in _RESTART_FIELDS):
             restart.add(key)
+            if n.in_router:
+                reload.add(key)
         elif any(getattr(o, f) != getattr(n, f) for f in _RESCALE_FIELDS):
             rescale.add(key)
     if old.router.num_cpus != new.router.num_cpus:
@@ -624,11 +739,13 @@ def diff(old: GatewayConfig, new: GatewayConfig) -> ConfigChange:
         rescale.add(ROUTER_KEY)
     if old.registry != new.registry:
         # Every replica loads from the registry root; a new root may hold different bytes.
-        restart |= set(new.variants)
+        restart |= {k for k, v in new.variants.items() if not v.in_router}
+        reload |= {k for k, v in new.variants.items() if v.in_router}
     rescale -= restart
     return ConfigChange(
         restart=frozenset(restart),
         rescale=frozenset(rescale),
+        reload=frozenset(reload),
         added=frozenset(new.variants.keys() - old.variants.keys()),
         removed=frozenset(old.variants.keys() - new.variants.keys()),
         http=old.http != new.http,

@@ -17,8 +17,10 @@ from a request ever becomes a label value.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
-from functools import cached_property
+from typing import Any, Protocol
 
 # Seconds. Dense below 50 ms where the int8 students live, sparse up to the request timeout.
 LATENCY_BUCKETS_S = [
@@ -66,184 +68,292 @@ class MetricSpec:
         return base + "_total" if self.kind == "counter" and not base.endswith("_total") else base
 
 
-SPECS: dict[str, MetricSpec] = {
-    s.name: s
-    for s in [
-        MetricSpec(
-            "slimgate_requests",
-            "counter",
-            "Inputs-bearing requests answered, by serving variant and route.",
-            ("variant", "route"),
-        ),
-        MetricSpec("slimgate_inputs", "counter", "Texts classified, by serving variant.", ("variant",)),
-        MetricSpec(
-            "slimgate_errors",
-            "counter",
-            "Failed calls and rejected requests, by variant and kind.",
-            ("variant", "kind"),
-        ),
-        MetricSpec(
-            "slimgate_request_latency_seconds",
-            "histogram",
-            "Router-measured latency of a variant call (including fallback), by variant and route.",
-            ("variant", "route"),
-            tuple(LATENCY_BUCKETS_S),
-        ),
-        MetricSpec(
-            "slimgate_batch_size",
-            "histogram",
-            "Texts per backend call inside a variant replica.",
-            ("variant",),
-            tuple(BATCH_SIZE_BUCKETS),
-        ),
-        MetricSpec(
-            "slimgate_fallbacks",
-            "counter",
-            "Requests answered by the stable variant after the chosen variant failed.",
-            ("variant",),
-        ),
-        MetricSpec(
-            "slimgate_shadow_requests", "counter", "Requests mirrored to a shadow variant.", ("variant",)
-        ),
-        MetricSpec(
-            "slimgate_shadow_dropped",
-            "counter",
-            "Mirrors dropped because max_in_flight shadow calls were running.",
-            ("variant",),
-        ),
-        MetricSpec(
-            "slimgate_shadow_errors", "counter", "Mirrored calls that failed or timed out.", ("variant",)
-        ),
-        MetricSpec(
-            "slimgate_shadow_agreements",
-            "counter",
-            "Shadow answers whose label matched the served one (per text).",
-            ("variant",),
-        ),
-        MetricSpec(
-            "slimgate_shadow_disagreements",
-            "counter",
-            "Shadow answers whose label differed from the served one (per text).",
-            ("variant",),
-        ),
-        MetricSpec(
-            "slimgate_shadow_distance",
-            "histogram",
-            "Total-variation distance between served and shadow probabilities (per text).",
-            ("variant",),
-            tuple(DISTANCE_BUCKETS),
-        ),
-        MetricSpec(
-            "slimgate_shadow_latency_delta_seconds",
-            "histogram",
-            "Shadow latency minus served latency (negative values are counted in the first bucket).",
-            ("variant",),
-            tuple(LATENCY_BUCKETS_S),
-        ),
-        MetricSpec(
-            "slimgate_predictions",
-            "counter",
-            "Predicted labels, by serving variant (drift input).",
-            ("variant", "label"),
-        ),
-        MetricSpec(
-            "slimgate_feedback", "counter", "Ground-truth labels joined to a served answer.", ("variant",)
-        ),
-        MetricSpec(
-            "slimgate_feedback_correct",
-            "counter",
-            "Joined ground-truth labels that matched the served answer (live accuracy numerator).",
-            ("variant",),
-        ),
-        MetricSpec(
-            "slimgate_weight", "gauge", "Configured traffic weight (percent) of each variant.", ("variant",)
-        ),
-        MetricSpec(
-            "slimgate_config_revision", "gauge", "1 for the config revision the router runs.", ("revision",)
-        ),
-        # -- the rollout controller ------------------------------------------------------------
-        MetricSpec(
-            "slimgate_controller_phase",
-            "gauge",
-            "1 for the phase each candidate is in.",
-            ("variant", "phase"),
-            exporter="controller",
-        ),
-        MetricSpec(
-            "slimgate_controller_weight",
-            "gauge",
-            "Weight the controller last set for a candidate.",
-            ("variant",),
-            exporter="controller",
-        ),
-        MetricSpec(
-            "slimgate_controller_rollbacks",
-            "counter",
-            "Candidates rolled back, by actor.",
-            ("variant", "actor"),
-            exporter="controller",
-        ),
-        MetricSpec(
-            "slimgate_controller_promotions",
-            "counter",
-            "Weight steps and promotions, by actor.",
-            ("variant", "actor"),
-            exporter="controller",
-        ),
-        MetricSpec(
-            "slimgate_controller_intervals",
-            "counter",
-            "Analysis intervals by outcome.",
-            ("variant", "outcome"),
-            exporter="controller",
-        ),
-        MetricSpec(
-            "slimgate_controller_source_errors",
-            "counter",
-            "Intervals whose metrics source failed or was unreachable.",
-            (),
-            exporter="controller",
-        ),
-        MetricSpec(
-            "slimgate_controller_source_up",
-            "gauge",
-            "1 when the last query of the metrics source succeeded, else 0.",
-            (),
-            exporter="controller",
-        ),
-    ]
-}
+REQUESTS = MetricSpec(
+    "slimgate_requests",
+    "counter",
+    "Inputs-bearing requests answered, by serving variant and route.",
+    ("variant", "route"),
+)
+INPUTS = MetricSpec("slimgate_inputs", "counter", "Texts classified, by serving variant.", ("variant",))
+ERRORS = MetricSpec(
+    "slimgate_errors",
+    "counter",
+    "Failed calls and rejected requests, by variant and kind.",
+    ("variant", "kind"),
+)
+REQUEST_LATENCY_SECONDS = MetricSpec(
+    "slimgate_request_latency_seconds",
+    "histogram",
+    "Router-measured latency of a variant call (including fallback), by variant and route.",
+    ("variant", "route"),
+    tuple(LATENCY_BUCKETS_S),
+)
+BATCH_SIZE = MetricSpec(
+    "slimgate_batch_size",
+    "histogram",
+    "Texts per backend call inside a variant replica.",
+    ("variant",),
+    tuple(BATCH_SIZE_BUCKETS),
+)
+FALLBACKS = MetricSpec(
+    "slimgate_fallbacks",
+    "counter",
+    "Requests answered by the stable variant after the chosen variant failed.",
+    ("variant",),
+)
+SHADOW_REQUESTS = MetricSpec(
+    "slimgate_shadow_requests", "counter", "Requests mirrored to a shadow variant.", ("variant",)
+)
+SHADOW_DROPPED = MetricSpec(
+    "slimgate_shadow_dropped",
+    "counter",
+    "Mirrors dropped because max_in_flight shadow calls were running.",
+    ("variant",),
+)
+SHADOW_ERRORS = MetricSpec(
+    "slimgate_shadow_errors", "counter", "Mirrored calls that failed or timed out.", ("variant",)
+)
+SHADOW_AGREEMENTS = MetricSpec(
+    "slimgate_shadow_agreements",
+    "counter",
+    "Shadow answers whose label matched the served one (per text).",
+    ("variant",),
+)
+SHADOW_DISAGREEMENTS = MetricSpec(
+    "slimgate_shadow_disagreements",
+    "counter",
+    "Shadow answers whose label differed from the served one (per text).",
+    ("variant",),
+)
+SHADOW_DISTANCE = MetricSpec(
+    "slimgate_shadow_distance",
+    "histogram",
+    "Total-variation distance between served and shadow probabilities (per text).",
+    ("variant",),
+    tuple(DISTANCE_BUCKETS),
+)
+SHADOW_LATENCY_DELTA_SECONDS = MetricSpec(
+    "slimgate_shadow_latency_delta_seconds",
+    "histogram",
+    "Shadow latency minus served latency (negative values are counted in the first bucket).",
+    ("variant",),
+    tuple(LATENCY_BUCKETS_S),
+)
+PREDICTIONS = MetricSpec(
+    "slimgate_predictions",
+    "counter",
+    "Predicted labels, by serving variant (drift input).",
+    ("variant", "label"),
+)
+FEEDBACK = MetricSpec(
+    "slimgate_feedback", "counter", "Ground-truth labels joined to a served answer.", ("variant",)
+)
+FEEDBACK_CORRECT = MetricSpec(
+    "slimgate_feedback_correct",
+    "counter",
+    "Joined ground-truth labels that matched the served answer (live accuracy numerator).",
+    ("variant",),
+)
+WEIGHT = MetricSpec(
+    "slimgate_weight", "gauge", "Configured traffic weight (percent) of each variant.", ("variant",)
+)
+CONFIG_REVISION = MetricSpec(
+    "slimgate_config_revision", "gauge", "1 for the config revision the router runs.", ("revision",)
+)
+SHED = MetricSpec(
+    "slimgate_shed",
+    "counter",
+    "Requests refused with 503 by admission control, by reason (limit: the adaptive limit that keeps "
+    "admitted requests within the latency objective; max_in_flight: the hard cap).",
+    ("reason",),
+)
+IN_FLIGHT = MetricSpec(
+    "slimgate_in_flight", "gauge", "Requests a router replica is working on now.", ("replica",)
+)
+ADMISSION_LIMIT = MetricSpec(
+    "slimgate_admission_limit",
+    "gauge",
+    "Requests a router replica admits at once now (adapted to the latency objective).",
+    ("replica",),
+)
+VARIANT_READY = MetricSpec(
+    "slimgate_variant_ready",
+    "gauge",
+    "1 when the router can send a variant traffic (loaded in the router, or its replicas answer), else 0.",
+    ("variant",),
+)
+CONTROLLER_PHASE = MetricSpec(
+    "slimgate_controller_phase",
+    "gauge",
+    "1 for the phase each candidate is in.",
+    ("variant", "phase"),
+    exporter="controller",
+)
+CONTROLLER_WEIGHT = MetricSpec(
+    "slimgate_controller_weight",
+    "gauge",
+    "Weight the controller last set for a candidate.",
+    ("variant",),
+    exporter="controller",
+)
+CONTROLLER_ROLLBACKS = MetricSpec(
+    "slimgate_controller_rollbacks",
+    "counter",
+    "Candidates rolled back, by actor.",
+    ("variant", "actor"),
+    exporter="controller",
+)
+CONTROLLER_PROMOTIONS = MetricSpec(
+    "slimgate_controller_promotions",
+    "counter",
+    "Weight steps and promotions, by actor.",
+    ("variant", "actor"),
+    exporter="controller",
+)
+CONTROLLER_INTERVALS = MetricSpec(
+    "slimgate_controller_intervals",
+    "counter",
+    "Analysis intervals by outcome.",
+    ("variant", "outcome"),
+    exporter="controller",
+)
+CONTROLLER_SOURCE_ERRORS = MetricSpec(
+    "slimgate_controller_source_errors",
+    "counter",
+    "Intervals whose metrics source failed or was unreachable.",
+    (),
+    exporter="controller",
+)
+CONTROLLER_SOURCE_UP = MetricSpec(
+    "slimgate_controller_source_up",
+    "gauge",
+    "1 when the last query of the metrics source succeeded, else 0.",
+    (),
+    exporter="controller",
+)
+
+# Every metric above, by name: the module's constants are the single list.
+SPECS: dict[str, MetricSpec] = {v.name: v for v in list(globals().values()) if isinstance(v, MetricSpec)}
 
 PROMETHEUS_NAMES = {name: spec.prometheus_name for name, spec in SPECS.items()}
 
 
+class MetricSink(Protocol):
+    """Where recorded values go: Ray's metrics in a replica, a list in a unit test."""
+
+    def inc(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None: ...
+
+    def observe(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None: ...
+
+    def set(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None: ...
+
+
+class RaySink:
+    """``ray.util.metrics`` objects, created on first use inside the process that records them."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, Any] | None = None
+
+    def _get(self, spec: MetricSpec) -> Any:
+        if self._objects is None:
+            from ray.util import metrics as rm
+
+            out: dict[str, Any] = {}
+            for s in SPECS.values():
+                if s.exporter != "ray":
+                    continue
+                if s.kind == "counter":
+                    out[s.name] = rm.Counter(s.name, description=s.help, tag_keys=s.labels)
+                elif s.kind == "gauge":
+                    out[s.name] = rm.Gauge(s.name, description=s.help, tag_keys=s.labels)
+                else:
+                    out[s.name] = rm.Histogram(
+                        s.name, description=s.help, boundaries=list(s.buckets), tag_keys=s.labels
+                    )
+            self._objects = out
+        return self._objects[spec.name]
+
+    def inc(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        self._get(spec).inc(value, tags=tags)
+
+    def observe(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        self._get(spec).observe(value, tags=tags)
+
+    def set(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        self._get(spec).set(value, tags=tags)
+
+
 class GatewayMetrics:
-    """The Ray metric objects, created lazily inside the replica that records them."""
+    """Records the gateway's metrics inside a Ray replica, cheaply enough for the request path.
 
-    @cached_property
-    def _objects(self) -> dict:
-        from ray.util import metrics as rm
+    Handing a value to ``ray.util.metrics`` costs tens of microseconds, more than a request's
+    routing work, so counter increments are summed and histogram observations collected here,
+    and a background thread hands them to the sink every ``flush_interval_s`` (well inside Ray's
+    own report interval, so nothing is delayed that a scrape could see). Gauges, set about once a
+    second, go straight to the sink. Labels are checked against the metric's spec on every call: a
+    wrong or missing label, or a counter recorded as a histogram, fails in the first unit test
+    that records it rather than silently in a replica.
+    """
 
-        out = {}
-        for s in SPECS.values():
-            if s.exporter != "ray":
-                continue
-            if s.kind == "counter":
-                out[s.name] = rm.Counter(s.name, description=s.help, tag_keys=s.labels)
-            elif s.kind == "gauge":
-                out[s.name] = rm.Gauge(s.name, description=s.help, tag_keys=s.labels)
+    def __init__(self, sink: MetricSink | None = None, flush_interval_s: float = 0.5) -> None:
+        self.sink: MetricSink = sink if sink is not None else RaySink()
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[MetricSpec, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[MetricSpec, tuple[str, ...]], list[float]] = {}
+        self._flush_interval_s = flush_interval_s
+        self._flusher: threading.Thread | None = None
+
+    @staticmethod
+    def _values(spec: MetricSpec, kind: str, labels: dict[str, str]) -> tuple[str, ...]:
+        if spec.kind != kind:
+            raise TypeError(f"{spec.name} is a {spec.kind}, not a {kind}")
+        if len(labels) != len(spec.labels) or not all(k in labels for k in spec.labels):
+            raise ValueError(f"{spec.name} takes labels {spec.labels}, got {tuple(labels)}")
+        return tuple(labels[k] for k in spec.labels)
+
+    def inc(self, spec: MetricSpec, value: float = 1.0, **labels: str) -> None:
+        key = (spec, self._values(spec, "counter", labels))
+        if not value:
+            return
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0.0) + value
+        if self._flusher is None:
+            self._start_flusher()
+
+    def observe(self, spec: MetricSpec, value: float, **labels: str) -> None:
+        key = (spec, self._values(spec, "histogram", labels))
+        with self._lock:
+            bucket = self._observed.get(key)
+            if bucket is None:
+                self._observed[key] = [value]
             else:
-                out[s.name] = rm.Histogram(
-                    s.name, description=s.help, boundaries=list(s.buckets), tag_keys=s.labels
-                )
-        return out
+                bucket.append(value)
+        if self._flusher is None:
+            self._start_flusher()
 
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        if value:
-            self._objects[name].inc(value, tags=labels)
+    def set(self, spec: MetricSpec, value: float, **labels: str) -> None:
+        values = self._values(spec, "gauge", labels)
+        self.sink.set(spec, value, dict(zip(spec.labels, values, strict=True)))
 
-    def observe(self, name: str, value: float, **labels: str) -> None:
-        self._objects[name].observe(value, tags=labels)
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            observed, self._observed = self._observed, {}
+        for (spec, values), value in counts.items():
+            self.sink.inc(spec, value, dict(zip(spec.labels, values, strict=True)))
+        for (spec, values), seen in observed.items():
+            tags = dict(zip(spec.labels, values, strict=True))
+            for value in seen:
+                self.sink.observe(spec, value, tags)
 
-    def set(self, name: str, value: float, **labels: str) -> None:
-        self._objects[name].set(value, tags=labels)
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._flush_forever, name="slimgate-metrics", daemon=True)
+        self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self._flush_interval_s)
+            self.flush()

@@ -1,21 +1,31 @@
-"""Open Inference Protocol v2 (the KServe / Triton REST protocol): request decoding, response encoding.
+"""Open Inference Protocol v2 (the KServe / Triton protocol): request decoding, response encoding.
 
-A model takes one input tensor ``text`` (BYTES, shape ``[n]``) and returns ``label``
-(BYTES, ``[n]``) and ``probabilities`` (FP32, ``[n, labels]``, row-major). Tensor data may
-be sent flat or nested, as the protocol allows; a client may ask for a subset of outputs.
+A model takes one input tensor ``text`` (BYTES, shape ``[n]``) and returns ``label`` (BYTES,
+``[n]``) and ``probabilities`` (FP32, ``[n, labels]``, row-major). Tensor data may be sent flat or
+nested, as the protocol allows, and in the **binary tensor data extension** that NVIDIA's clients
+use by default: the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by
+the raw tensors in input order, each announced by ``parameters.binary_data_size`` (BYTES elements
+are a 4-byte little-endian length and the bytes). Outputs are answered in binary when the request
+asks for it (``outputs[].parameters.binary_data`` or ``parameters.binary_data_output``), else as
+JSON. Errors on ``/v2`` use the protocol's shape, ``{"error": "<message>"}`` (see
+:mod:`serving.http_api`).
 """
 
 from __future__ import annotations
 
+import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from serving.config import LimitsConfig
-from serving.requests import ApiError, check_texts
+from serving.requests import ApiError, check_texts, decode_json
 
 INPUT_NAME = "text"
 OUTPUTS = ("label", "probabilities")
+HEADER_LENGTH = "inference-header-content-length"
+_LEN = struct.Struct("<I")
 
 
 def metadata(name: str, versions: list[str], platform: str, label_count: int) -> dict[str, Any]:
@@ -31,59 +41,182 @@ def metadata(name: str, versions: list[str], platform: str, label_count: int) ->
     }
 
 
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    texts: list[str]
+    outputs: tuple[RequestedOutput, ...]
+    request_id: str | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _bad(code: str, message: str) -> ApiError:
+    return ApiError(400, code, message)
+
+
 def _flatten(data: Any) -> list[Any]:
     if isinstance(data, list) and data and isinstance(data[0], list):
         return [x for row in data for x in _flatten(row)]
     return data if isinstance(data, list) else [data]
 
 
-def decode_infer(payload: Any, limits: LimitsConfig) -> tuple[list[str], list[str], str | None]:
-    """-> (texts, requested output names, request id)."""
+def _split_header(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    if not header_length.strip().isdigit():
+        raise _bad(
+            "invalid_header", f"Inference-Header-Content-Length must be a byte count, got {header_length!r}"
+        )
+    n = int(header_length)
+    if not 0 < n <= len(body):
+        raise _bad(
+            "invalid_header",
+            f"Inference-Header-Content-Length is {n} but the body has {len(body)} bytes",
+        )
+    return body[:n], body[n:]
+
+
+def encode_bytes_elements(values: list[str]) -> bytes:
+    """A BYTES tensor in the protocol's binary form: each element's 4-byte length, then its bytes."""
+    return b"".join(_LEN.pack(len(b)) + b for b in (v.encode("utf-8") for v in values))
+
+
+def decode_bytes_elements(raw: bytes, where: str) -> list[str]:
+    """The elements of a binary BYTES tensor, as text (a 400 naming the problem if malformed)."""
+    out, i = [], 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise _bad("invalid_binary", f"{where}: truncated element length at byte {i}")
+        (n,) = _LEN.unpack_from(raw, i)
+        i += 4
+        if i + n > len(raw):
+            raise _bad("invalid_binary", f"{where}: element of {n} bytes overruns the tensor at byte {i}")
+        try:
+            out.append(raw[i : i + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _bad("invalid_encoding", f"{where}: element at byte {i} is not valid UTF-8") from None
+        i += n
+    return out
+
+
+def _shape(tensor: dict[str, Any], where: str) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise _bad("invalid_shape", f"{where} needs a shape: a list of non-negative integers")
+    return shape
+
+
+def decode_infer(body: bytes, header_length: str | None, limits: LimitsConfig) -> InferRequest:
+    """Parse an inference request (JSON, or JSON header + binary tensors) into texts and outputs."""
+    header, binary = _split_header(body, header_length)
+    payload = decode_json(header)
     if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_body", "inference request must be a JSON object")
+        raise _bad("invalid_body", "inference request must be a JSON object")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise ApiError(400, "missing_field", "inputs must be a non-empty list of tensors")
-    tensor = next((t for t in inputs if isinstance(t, dict) and t.get("name") == INPUT_NAME), None)
-    if tensor is None:
+        raise _bad("missing_field", "inputs must be a non-empty list of tensors")
+    texts: list[str] | None = None
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise _bad("invalid_body", f"inputs[{i}] must be a tensor object")
+        name = tensor.get("name")
+        where = f"input {name!r}" if isinstance(name, str) else f"inputs[{i}]"
+        params = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
+        size = params.get("binary_data_size")
+        raw: bytes | None = None
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise _bad("invalid_binary", f"{where}: binary_data_size must be a byte count, got {size!r}")
+            if offset + size > len(binary):
+                raise _bad(
+                    "invalid_binary",
+                    f"{where}: binary_data_size {size} overruns the {len(binary) - offset} bytes left",
+                )
+            raw, offset = binary[offset : offset + size], offset + size
+        if name != INPUT_NAME:
+            continue  # another input: its binary bytes are skipped above, its data is not ours
+        if tensor.get("datatype") != "BYTES":
+            raise _bad(
+                "invalid_datatype",
+                f"input {INPUT_NAME!r} must have datatype BYTES, got {tensor.get('datatype')!r}",
+            )
+        shape = _shape(tensor, where)
+        data = decode_bytes_elements(raw, where) if raw is not None else _flatten(tensor.get("data"))
+        if int(np.prod(shape)) != len(data):
+            raise _bad("invalid_shape", f"input {INPUT_NAME!r} has shape {shape} but {len(data)} elements")
+        try:
+            texts = check_texts(data, f"inputs[{INPUT_NAME}].data", limits)
+        except ApiError as err:  # the protocol answers every malformed request with 400
+            raise _bad(err.code, err.message) from None
+    if offset != len(binary):
+        raise _bad("invalid_binary", f"{len(binary) - offset} bytes of binary data belong to no input")
+    if texts is None:
         names = [t.get("name") for t in inputs if isinstance(t, dict)]
-        raise ApiError(400, "unknown_input", f"expected an input tensor named {INPUT_NAME!r}, got {names}")
-    if tensor.get("datatype") != "BYTES":
-        raise ApiError(
-            400,
-            "invalid_datatype",
-            f"input {INPUT_NAME!r} must have datatype BYTES, got {tensor.get('datatype')!r}",
-        )
-    shape = tensor.get("shape")
-    data = _flatten(tensor.get("data"))
-    if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
-        raise ApiError(400, "invalid_shape", f"input {INPUT_NAME!r} needs an integer shape list")
-    if int(np.prod(shape)) != len(data):
-        raise ApiError(
-            400, "invalid_shape", f"input {INPUT_NAME!r} has shape {shape} but {len(data)} elements"
-        )
-    texts = check_texts(data, f"inputs[{INPUT_NAME}].data", limits)
-    wanted = [o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)]
-    unknown = [w for w in wanted if w not in OUTPUTS]
-    if unknown:
-        raise ApiError(400, "unknown_output", f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
+        raise _bad("unknown_input", f"expected an input tensor named {INPUT_NAME!r}, got {names}")
+    parameters = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
+    outputs = _requested_outputs(payload.get("outputs"), bool(parameters.get("binary_data_output", False)))
     req_id = payload.get("id")
-    return texts, wanted or list(OUTPUTS), req_id if isinstance(req_id, str) else None
+    return InferRequest(texts, outputs, req_id if isinstance(req_id, str) else None, parameters)
+
+
+def _requested_outputs(raw: Any, binary_default: bool) -> tuple[RequestedOutput, ...]:
+    if raw is None or raw == []:
+        return tuple(RequestedOutput(n, binary_default) for n in OUTPUTS)
+    if not isinstance(raw, list):
+        raise _bad("invalid_body", "outputs must be a list of {name, parameters?}")
+    wanted = []
+    for o in raw:
+        name = o.get("name") if isinstance(o, dict) else None
+        if name not in OUTPUTS:
+            raise _bad("unknown_output", f"unknown output {name!r}; this model has {list(OUTPUTS)}")
+        params = o.get("parameters") if isinstance(o.get("parameters"), dict) else {}
+        if params.get("classification"):
+            raise _bad("unsupported", "the classification extension is not supported; ask for 'label'")
+        wanted.append(RequestedOutput(name, bool(params.get("binary_data", binary_default))))
+    return tuple(wanted)
 
 
 def encode_infer(
-    model: str, version: str, request_id: str, labels: list[str], probabilities: np.ndarray, wanted: list[str]
-) -> dict[str, Any]:
-    outputs = []
-    if "label" in wanted:
-        outputs.append({"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels})
-    if "probabilities" in wanted:
-        outputs.append(
-            {
-                "name": "probabilities",
-                "datatype": "FP32",
-                "shape": list(probabilities.shape),
-                "data": probabilities.astype(np.float32).ravel().tolist(),
-            }
-        )
-    return {"model_name": model, "model_version": version, "id": request_id, "outputs": outputs}
+    model: str,
+    version: str,
+    request_id: str,
+    labels: list[str],
+    probabilities: np.ndarray,
+    outputs: tuple[RequestedOutput, ...],
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary tensors follow it (else None)."""
+    import orjson
+
+    tensors, blobs = [], []
+    for out in outputs:
+        if out.name == "label":
+            t: dict[str, Any] = {"name": "label", "datatype": "BYTES", "shape": [len(labels)]}
+            if out.binary:
+                blob = encode_bytes_elements(labels)
+            else:
+                t["data"] = labels
+        else:
+            probs = np.ascontiguousarray(probabilities, dtype="<f4")
+            t = {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape)}
+            if out.binary:
+                blob = probs.tobytes()
+            else:
+                t["data"] = probs.ravel().tolist()
+        if out.binary:
+            t["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        tensors.append(t)
+    header = orjson.dumps(
+        {"model_name": model, "model_version": version, "id": request_id, "outputs": tensors}
+    )
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)

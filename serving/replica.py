@@ -11,18 +11,12 @@ so changing them never restarts the replica.
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from typing import Any
 
-import numpy as np
 from ray import serve
 
-from serving.metrics import GatewayMetrics
-
-
-class InjectedFault(RuntimeError):
-    """An error the variant's fault settings asked for (drills only)."""
+from serving.faults import Faults
+from serving.metrics import BATCH_SIZE, GatewayMetrics
 
 
 class VariantReplica:
@@ -40,8 +34,7 @@ class VariantReplica:
         self.version = self.predictor.version
         self.name = self.predictor.name
         self.metrics = GatewayMetrics()
-        self.faults: dict[str, float] = {}
-        self._rng = random.Random()
+        self.faults = Faults()
         self.predictor.predict(["warm-up: a replica is ready only after one inference succeeds"])
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -50,7 +43,7 @@ class VariantReplica:
             self.predict.set_max_batch_size(batching["max_batch_size"])
         if "batch_wait_timeout_s" in batching:
             self.predict.set_batch_wait_timeout_s(batching["batch_wait_timeout_s"])
-        self.faults = dict(user_config.get("faults", {}))
+        self.faults = Faults(user_config.get("faults"))
 
     def info(self) -> dict[str, Any]:
         return {
@@ -67,13 +60,11 @@ class VariantReplica:
     )
     async def predict(self, requests: list[list[str]]) -> list[dict[str, Any]]:
         texts = [t for r in requests for t in r]
-        self.metrics.observe("slimgate_batch_size", len(texts), variant=self.key)
-        start = time.perf_counter()
+        self.metrics.observe(BATCH_SIZE, len(texts), variant=self.key)
         # The backend releases the GIL; running it off the event loop keeps the replica
         # accepting (and batching) the next requests meanwhile.
         probs = await asyncio.to_thread(self.predictor.predict_proba, texts)
-        probs = self._apply_faults(probs)
-        compute_s = time.perf_counter() - start
+        probs = self.faults.after_call(probs)
         out, i = [], 0
         for r in requests:
             out.append(
@@ -82,29 +73,14 @@ class VariantReplica:
                     "variant": self.key,
                     "name": self.name,
                     "version": self.version,
-                    "compute_s": compute_s,
                 }
             )
             i += len(r)
         return out
 
     async def __call__(self, texts: list[str]) -> dict[str, Any]:
-        delay = self.faults.get("delay_ms", 0.0)
-        if delay:
-            await asyncio.sleep(delay / 1000)
-        if self.faults.get("error_rate", 0.0) > self._rng.random():
-            raise InjectedFault(f"injected failure of variant {self.key}")
+        await self.faults.before_call(self.key)
         return await self.predict(texts)
-
-    def _apply_faults(self, probs: np.ndarray) -> np.ndarray:
-        rate = self.faults.get("flip_rate", 0.0)
-        if not rate:
-            return probs
-        flip = np.array([self._rng.random() < rate for _ in range(len(probs))])
-        # Rolling the probability vector by one label makes the answer wrong but well-formed.
-        probs = probs.copy()
-        probs[flip] = np.roll(probs[flip], 1, axis=1)
-        return probs
 
 
 def deployment(spec_options: dict[str, Any]):

@@ -8,9 +8,10 @@ carry their HTTP status and a stable machine-readable code; the JSON body is
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from serving.config import LimitsConfig
 
@@ -40,8 +41,10 @@ def decode_json(raw: bytes) -> Any:
     if not text.strip():
         raise ApiError(400, "empty_body", "request body is empty; expected a JSON object")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        # Every decoder failure is the client's: syntax, and also nesting deeper than the decoder's
+        # limit (1024 levels), which the standard library would report as a RecursionError.
         raise ApiError(
             400, "malformed_json", f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}"
         ) from None

@@ -53,6 +53,7 @@ def gateway(registry_root, tmp_path_factory):
             log.close()
             raise RuntimeError(f"gateway did not start:\n{(cfg_dir / 'serve.log').read_text()[-5000:]}")
         time.sleep(0.5)
+    gw.pid = proc.pid
     yield gw
     gw.client.close()
     proc.send_signal(signal.SIGTERM)

@@ -13,6 +13,7 @@ from serving.ops.local_prometheus import LocalPrometheus
 
 TOKEN = "test-admin-token"
 PORT = 18000
+GRPC_PORT = 19000
 METRICS_PORT = 18080
 CONTROLLER_PORT = 19102
 
@@ -20,13 +21,19 @@ CONTROLLER_PORT = 19102
 def gateway_config(registry: Path, **overrides) -> dict:
     cfg = {
         "variants": {
+            # stable and canary are answered inside the router; the shadow has a deployment of its
+            # own, so both placements are exercised.
             "stable": {
                 "ref": "student-int8",
-                "resources": {"num_cpus": 0.4},
-                "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.005},
+                "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.0},
             },
-            "canary": {"ref": "student-int8-qat", "resources": {"num_cpus": 0.4}},
-            "shadow": {"ref": "teacher-onnx", "resources": {"num_cpus": 0.4}, "timeout_s": 20.0},
+            "canary": {"ref": "student-int8-qat"},
+            "shadow": {
+                "ref": "teacher-onnx",
+                "placement": "deployment",
+                "resources": {"num_cpus": 0.4},
+                "timeout_s": 20.0,
+            },
         },
         "routing": {
             "stable": "stable",
@@ -36,7 +43,7 @@ def gateway_config(registry: Path, **overrides) -> dict:
         "shadow": {"variants": ["shadow"], "fraction": 0.0, "max_in_flight": 4},
         "limits": {"max_inputs": 8, "max_chars": 300, "max_body_bytes": 4096, "request_timeout_s": 10.0},
         "registry": str(registry),
-        "http": {"host": "127.0.0.1", "port": PORT},
+        "http": {"host": "127.0.0.1", "port": PORT, "grpc_port": GRPC_PORT},
     }
     for path, value in overrides.items():
         node = cfg
@@ -64,6 +71,7 @@ class Gateway:
         self.config_dir = config_dir
         self.registry = registry
         self.client = httpx.Client(base_url=url, timeout=30)
+        self.pid = 0  # of `slimgate serve`, once started
         self._n = 0
 
     def write_config(self, **overrides) -> Path:

@@ -33,6 +33,8 @@ EXPECTED_ALERTS = {
     "SlimgateFallbacksHigh",
     "SlimgateShadowAgreementLow",
     "SlimgateNoTraffic",
+    "SlimgateShedding",
+    "SlimgateVariantNotReady",
     "SlimgateCandidateRolledBack",
     "SlimgateCandidateFrozen",
     "SlimgateControllerSourceDown",

@@ -17,7 +17,10 @@ def test_serve_config_is_valid_for_ray_serve():
     out = serve_config(cfg)
     ServeDeploySchema.model_validate(out)  # Ray Serve's own schema accepts it
     names = [a["name"] for a in out["applications"]]
-    assert names == ["slimgate", *[f"variant-{k}" for k in sorted(cfg.variants)]]
+    own = sorted(k for k, v in cfg.variants.items() if not v.in_router)
+    assert own and len(own) < len(cfg.variants)  # the default config has both placements
+    # Variants placed in the router have no application of their own.
+    assert names == ["slimgate", *[f"variant-{k}" for k in own]]
     router = out["applications"][0]
     assert router["route_prefix"] == "/" and router["import_path"] == "serving.app:router_app"
     assert all(a["route_prefix"] is None for a in out["applications"][1:])
@@ -40,8 +43,42 @@ def test_serve_config_depends_on_the_config_alone():
     out = serve_config(cfg)
     assert out == serve_config(parse_config(cfg.model_dump(mode="json")))
     args = {a["args"]["key"]: a["args"]["ref"] for a in out["applications"][1:]}
-    assert args == {k: v.ref for k, v in cfg.variants.items()}
+    assert args == {k: v.ref for k, v in cfg.variants.items() if not v.in_router}
     assert out["applications"][0]["deployments"][0]["user_config"].keys() == {"gateway"}
+
+
+def test_an_artifact_change_in_the_router_restarts_nothing():
+    base = load_config().model_dump(mode="json")
+    moved = {
+        **base,
+        "variants": {
+            **base["variants"],
+            "teacher-int8": {**base["variants"]["teacher-int8"], "ref": "teacher-int8@1"},
+        },
+    }
+    a, b = serve_config(parse_config(base)), serve_config(parse_config(moved))
+    # The router's args (Ray's code version) stay; it swaps the artifact in from its user_config.
+    assert [x["args"] for x in a["applications"]] == [x["args"] for x in b["applications"]]
+    change = diff(parse_config(base), parse_config(moved))
+    assert change.reload == {"teacher-int8"} and not change.restart and change.lightweight
+
+
+def test_a_variant_with_a_deployment_of_its_own_restarts_alone():
+    base = load_config().model_dump(mode="json")
+    spec = base["variants"]["teacher-onnx"]
+    moved = {**base, "variants": {**base["variants"], "teacher-onnx": {**spec, "ref": "teacher-onnx@1"}}}
+    change = diff(parse_config(base), parse_config(moved))
+    assert change.restart == {"teacher-onnx"} and not change.reload
+    # Moving a variant into the router removes its application and loads it in the router.
+    into = {
+        **base,
+        "variants": {
+            **base["variants"],
+            "teacher-onnx": {"ref": "teacher-onnx", "timeout_s": 20.0, "progressive": False},
+        },
+    }
+    change = diff(parse_config(base), parse_config(into))
+    assert change.restart == {"teacher-onnx"} and change.reload == {"teacher-onnx"}
 
 
 def test_gateway_config_round_trips_through_the_deployed_serve_config():

@@ -21,11 +21,13 @@ from variants.registry import Gate, Registry
 
 
 def _base() -> dict:
+    # Variants with deployments of their own (what restarts, rescales, has resources); the
+    # router placement has tests of its own below.
     return {
         "variants": {
-            "stable": {"ref": "student-int8@1"},
-            "canary": {"ref": "student-int8-qat@1"},
-            "shadow": {"ref": "teacher-onnx@1"},
+            "stable": {"ref": "student-int8@1", "placement": "deployment"},
+            "canary": {"ref": "student-int8-qat@1", "placement": "deployment"},
+            "shadow": {"ref": "teacher-onnx@1", "placement": "deployment"},
         },
         "routing": {"stable": "stable", "weights": {"stable": 95, "canary": 5}},
         "shadow": {"variants": ["shadow"], "fraction": 0.2},
@@ -356,13 +358,13 @@ def test_scaling_changes_rescale_in_place():
 
 def test_added_removed_variants_registry_and_http():
     old = parse_config(_base())
-    grown = _with("variants.extra", {"ref": "student@1"})
+    grown = _with("variants.extra", {"ref": "student@1", "placement": "deployment"})
     change = diff(old, parse_config(grown))
     assert change.restart == {"extra"} and change.added == {"extra"} and change.removed == set()
     change = diff(parse_config(grown), old)
     assert change.restart == {"extra"} and change.removed == {"extra"}
     assert diff(old, parse_config(_with("registry", "/elsewhere"))).restart == {"stable", "canary", "shadow"}
-    change = diff(old, parse_config(_with("http.port", 9000)))
+    change = diff(old, parse_config(_with("http.port", 9100)))
     assert change.http and not change.restart and not change.lightweight
 
 
@@ -502,3 +504,76 @@ def test_report_refuses_a_bad_range_before_asking_prometheus(capsys):
     assert "--minutes must be within" in capsys.readouterr().err
     assert main(["report", "--step", "-5", "--prometheus", "http://127.0.0.1:9"]) == 2
     assert "--step must be positive" in capsys.readouterr().err
+
+
+# -- variants placed in the router ---------------------------------------------------------------
+def _in_router() -> dict:
+    d = _base()
+    for spec in d["variants"].values():
+        del spec["placement"]  # the default: answered inside the router replica
+    return d
+
+
+def test_variants_are_placed_in_the_router_by_default():
+    cfg = parse_config(_in_router())
+    assert all(v.in_router for v in cfg.variants.values())
+    assert cfg.http.ingress == "haproxy" and cfg.http.grpc_port == 9000
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("replicas", 2),
+        ("autoscaling", {"min_replicas": 1, "max_replicas": 3}),
+        ("resources", {"num_cpus": 0.5}),
+        ("max_queued_requests", 10),
+    ],
+)
+def test_a_variant_in_the_router_refuses_what_only_a_deployment_has(field, value):
+    msg = _error(_with(f"variants.canary.{field}", value, _in_router()))
+    assert f"variants.canary.{field}: only a variant with placement: deployment" in msg
+
+
+def test_a_tensorrt_variant_cannot_run_in_the_router():
+    msg = _error(_with("variants.canary.backend", "tensorrt", _in_router()))
+    assert "variants.canary.placement: a TensorRT variant needs a GPU" in msg
+
+
+def test_a_dumped_router_config_parses_back_to_itself():
+    cfg = parse_config(_in_router())
+    assert parse_config(cfg.model_dump(mode="json")) == cfg
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [("variants.canary.ref", "student-int8-qat@2"), ("variants.canary.threads", 2)],
+)
+def test_an_artifact_change_in_the_router_reloads_instead_of_restarting(path, value):
+    change = diff(parse_config(_in_router()), parse_config(_with(path, value, _in_router())))
+    assert change.reload == {"canary"} and change.restart == set() and change.lightweight
+
+
+def test_a_variant_added_to_the_router_is_loaded_not_deployed():
+    grown = _with("variants.extra", {"ref": "student@1"}, _in_router())
+    change = diff(parse_config(_in_router()), parse_config(grown))
+    assert change.reload == {"extra"} and change.restart == set() and change.added == {"extra"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("http.ingress", "nginx", "http.ingress: Input should be 'haproxy' or 'proxy'"),
+        ("http.grpc_port", 8000, "http.grpc_port: must differ from port (8000)"),
+        ("http.grpc_port", 70000, "http.grpc_port: Input should be less than or equal to 65535"),
+        ("admission.max_in_flight", 0, "admission.max_in_flight: Input should be greater than 0"),
+        ("admission.latency_objective_s", -1.0, "admission.latency_objective_s: Input should be greater"),
+        ("admission.retry_after_s", "soon", "admission.retry_after_s: Input should be a valid integer"),
+        (
+            "variants.stable.batching.max_concurrent_batches",
+            0,
+            "variants.stable.batching.max_concurrent_batches: Input should be greater than 0",
+        ),
+    ],
+)
+def test_ingress_admission_and_batching_values_are_validated(path, value, expected):
+    assert expected in _error(_with(path, value))

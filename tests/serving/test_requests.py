@@ -1,7 +1,5 @@
-import numpy as np
 import pytest
 
-from serving import oip
 from serving.config import LimitsConfig
 from serving.requests import ApiError, decode_json, parse_predict
 
@@ -49,36 +47,7 @@ def test_predict_accepts_extra_fields_and_defaults_top_k():
     assert req.texts == ["a"] and req.top_k == 3 and req.body["user"] == "u1"
 
 
-def _infer(data, shape=None, datatype="BYTES", name="text", outputs=None):
-    body = {"inputs": [{"name": name, "datatype": datatype, "shape": shape or [len(data)], "data": data}]}
-    if outputs is not None:
-        body["outputs"] = [{"name": o} for o in outputs]
-    return body
-
-
-def test_oip_decode_round_trip():
-    texts, wanted, rid = oip.decode_infer({**_infer(["a", "b"]), "id": "r1"}, LIMITS)
-    assert texts == ["a", "b"] and wanted == ["label", "probabilities"] and rid == "r1"
-    texts, wanted, _ = oip.decode_infer(_infer([["a"], ["b"]], shape=[2, 1], outputs=["label"]), LIMITS)
-    assert texts == ["a", "b"] and wanted == ["label"]
-    out = oip.encode_infer(
-        "m", "1", "r1", ["x", "y"], np.array([[0.25, 0.75], [1.0, 0.0]]), ["label", "probabilities"]
-    )
-    assert out["outputs"][0] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["x", "y"]}
-    assert out["outputs"][1]["shape"] == [2, 2] and out["outputs"][1]["data"] == [0.25, 0.75, 1.0, 0.0]
-
-
-@pytest.mark.parametrize(
-    ("body", "code"),
-    [
-        ({"inputs": []}, "missing_field"),
-        (_infer(["a"], name="txt"), "unknown_input"),
-        (_infer(["a"], datatype="FP32"), "invalid_datatype"),
-        (_infer(["a", "b"], shape=[3]), "invalid_shape"),
-        (_infer(["a"], outputs=["logits"]), "unknown_output"),
-        (_infer([1]), "invalid_field"),
-        ("nope", "invalid_body"),
-    ],
-)
-def test_oip_decode_errors(body, code):
-    assert _err(oip.decode_infer, body, LIMITS).code == code
+def test_json_nested_beyond_the_decoders_limit_is_a_client_error():
+    deep = b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    e = _err(decode_json, deep)
+    assert (e.status, e.code) == (400, "malformed_json")

@@ -1,0 +1,205 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), as tritonclient speaks it.
+
+Ray Serve's gRPC ingress hands each call to the router replica's method of the same name
+(``ModelInfer``, ``ModelMetadata``, ...) with the decoded request message; :class:`GrpcApi` turns
+those messages into the same dataplane calls as ``/v2`` over HTTP, with the same limits,
+admission control, pin header and sticky key (read from the call's metadata). Tensors are read
+from ``raw_input_contents`` (what clients send by default) or from typed ``contents``; answers
+go out as ``raw_output_contents``.
+
+The protocol's messages are the generated protobuf modules that ship with NVIDIA's
+``tritonclient`` (the protocol's reference client), so client and server agree by construction.
+Errors become gRPC status codes (:data:`STATUS`) with the same message as over HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import numpy as np
+
+from serving.admission import AdmissionControl
+from serving.dataplane import Dataplane, RouteTable
+from serving.metrics import SHED, GatewayMetrics
+from serving.names import GATEWAY_MODEL
+from serving.oip import INPUT_NAME, OUTPUTS, decode_bytes_elements, encode_bytes_elements
+from serving.requests import ApiError, check_texts
+
+log = logging.getLogger("ray.serve")
+
+
+STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ALREADY_EXISTS,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def add_servicer(servicer: Any, server: Any) -> None:
+    """Register the protocol's service on a gRPC server (called by Ray Serve at start-up)."""
+    from tritonclient.grpc import service_pb2_grpc
+
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+
+
+def _pb():
+    from tritonclient.grpc import service_pb2
+
+    return service_pb2
+
+
+def _texts(req: Any, limits: Any) -> list[str]:
+    for i, tensor in enumerate(req.inputs):
+        if tensor.name != INPUT_NAME:
+            continue
+        if tensor.datatype != "BYTES":
+            raise ApiError(400, "invalid_datatype", f"input {INPUT_NAME!r} must have datatype BYTES")
+        where = f"input {INPUT_NAME!r}"
+        if i < len(req.raw_input_contents):
+            texts = decode_bytes_elements(req.raw_input_contents[i], where)
+        else:
+            try:
+                texts = [d.decode("utf-8") for d in tensor.contents.bytes_contents]
+            except UnicodeDecodeError:
+                raise ApiError(400, "invalid_encoding", f"{where} is not valid UTF-8") from None
+        shape = list(tensor.shape)
+        if int(np.prod(shape)) != len(texts):
+            raise ApiError(400, "invalid_shape", f"{where} has shape {shape} but {len(texts)} elements")
+        try:
+            return check_texts(texts, f"inputs[{INPUT_NAME}]", limits)
+        except ApiError as err:
+            raise ApiError(400, err.code, err.message) from None
+    names = [t.name for t in req.inputs]
+    raise ApiError(400, "unknown_input", f"expected an input tensor named {INPUT_NAME!r}, got {names}")
+
+
+class GrpcApi:
+    def __init__(
+        self,
+        dataplane: Dataplane,
+        admission: AdmissionControl,
+        metrics: GatewayMetrics,
+        request_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.dp = dataplane
+        self.admission = admission
+        self.metrics = metrics
+        self._request_id = request_id or (lambda: uuid.uuid4().hex)
+
+    async def call(self, method: str, request: Any, context: Any) -> Any:
+        """Run one RPC; a failure sets the call's status and details and returns an empty reply."""
+        pb = _pb()
+        handler = getattr(self, method)
+        shed = self.admission.try_admit()
+        empty = getattr(pb, f"{method}Response")
+        if shed is not None:
+            self.metrics.inc(SHED, reason=shed)
+            overloaded = ApiError(503, "overloaded", "the gateway is at capacity; retry later")
+            return self._fail(context, overloaded, empty())
+        started = self.admission.now()
+        try:
+            return await handler(request, self.dp.current(), _metadata(context))
+        except ApiError as err:
+            return self._fail(context, err, empty())
+        except Exception as err:  # noqa: BLE001 - internals stay in the log
+            log.exception("unhandled error in the router (gRPC %s): %s", method, err)
+            return self._fail(context, ApiError(500, "internal", "internal error"), empty())
+        finally:
+            self.admission.done(started)
+
+    @staticmethod
+    def _fail(context: Any, err: ApiError, empty: Any) -> Any:
+        if context is not None:
+            context.set_code(STATUS.get(err.status, grpc.StatusCode.INTERNAL))
+            context.set_details(err.message)
+        return empty
+
+    def _model(self, table: RouteTable, name: str) -> str | None:
+        if name in ("", GATEWAY_MODEL):
+            return None
+        if name in table.cfg.variants:
+            return name
+        known = [GATEWAY_MODEL, *sorted(table.cfg.variants)]
+        raise ApiError(404, "unknown_model", f"model {name!r} not found (known: {', '.join(known)})")
+
+    # -- the service's methods ---------------------------------------------------------------
+    async def ServerLive(self, _req: Any, _table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
+        return _pb().ServerLiveResponse(live=True)
+
+    async def ServerReady(self, _req: Any, table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
+        return _pb().ServerReadyResponse(ready=self.dp.is_ready(table.stable))
+
+    async def ModelReady(self, req: Any, table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
+        key = self._model(table, req.name) or table.stable
+        return _pb().ModelReadyResponse(ready=self.dp.is_ready(key))
+
+    async def ServerMetadata(self, _req: Any, _table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
+        return _pb().ServerMetadataResponse(name="slimgate", version="0.1.0", extensions=[])
+
+    async def ModelMetadata(self, req: Any, table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
+        pb = _pb()
+        key = self._model(table, req.name)
+        client = self.dp.variants.get(key or table.stable)
+        info = client.info if client is not None else None
+        if info is None:
+            raise ApiError(503, "unavailable", f"variant {key or table.stable} is not ready")
+        t = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=req.name or GATEWAY_MODEL,
+            versions=[table.revision if key is None else str(info.version)],
+            platform="slimgate-router" if key is None else f"{info.backend}/{info.precision}",
+            inputs=[t(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
+            outputs=[
+                t(name="label", datatype="BYTES", shape=[-1]),
+                t(name="probabilities", datatype="FP32", shape=[-1, len(info.labels)]),
+            ],
+        )
+
+    async def ModelInfer(self, req: Any, table: RouteTable, md: dict[str, str]) -> Any:  # noqa: N802
+        pb = _pb()
+        key = self._model(table, req.model_name)
+        texts = _texts(req, table.cfg.limits)
+        wanted = [o.name for o in req.outputs] or list(OUTPUTS)
+        unknown = [w for w in wanted if w not in OUTPUTS]
+        if unknown:
+            msg = f"unknown outputs {unknown}; this model has {list(OUTPUTS)}"
+            raise ApiError(400, "unknown_output", msg)
+        routing = table.cfg.routing
+        pinned = key or (md.get(routing.pin_header) if routing.pin_header else None)
+        sticky_header = routing.sticky_key.header if routing.sticky_key else None
+        sticky = md.get(sticky_header) if sticky_header else None
+        request_id = req.id or md.get("x-request-id") or self._request_id()
+        served = await self.dp.serve(table, texts, request_id, pinned=pinned, sticky=sticky)
+        labels = served.label_names()
+        probs = np.ascontiguousarray(served.answer.probabilities, dtype="<f4")
+        out = pb.ModelInferResponse(
+            model_name=req.model_name,
+            model_version=table.revision if key is None else str(served.answer.version),
+            id=request_id,
+        )
+        for name in wanted:
+            tensor = out.outputs.add()
+            tensor.name = name
+            if name == "label":
+                tensor.datatype = "BYTES"
+                tensor.shape.extend([len(labels)])
+                out.raw_output_contents.append(encode_bytes_elements(labels))
+            else:
+                tensor.datatype = "FP32"
+                tensor.shape.extend(list(probs.shape))
+                out.raw_output_contents.append(probs.tobytes())
+        return out
+
+
+def _metadata(context: Any) -> dict[str, str]:
+    if context is None:
+        return {}
+    return {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}

