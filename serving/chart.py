@@ -19,7 +19,8 @@ never be edited by hand (``tests/helm`` fails when one is stale):
 
 What JSON Schema cannot say (the cross-field rules of ``serving/config.py``: weights summing to
 100, the stable variant being configured and carrying traffic, shadows being configured variants
-other than stable, replicas xor autoscaling, the autoscaling range) is checked by the chart's
+other than stable, replicas xor autoscaling, the autoscaling range, nothing of a deployment's own on
+a variant placed in the router, the gRPC port apart from the HTTP port) is checked by the chart's
 ``templates/_validate.tpl`` with the same messages; ``tests/helm`` holds each such rule to the
 pydantic one.
 
@@ -149,6 +150,11 @@ _RAY_START_PARAMS = {
 }
 
 
+def _peers(description: str) -> dict[str, Any]:
+    """A list of NetworkPolicy peers (or rules), passed to Kubernetes as they are."""
+    return {"type": "array", "items": {"type": "object"}, "description": description}
+
+
 def _worker_group(name: str, gpu: bool) -> dict[str, Any]:
     props: dict[str, Any] = {
         "replicas": _int("Worker pods to start with."),
@@ -237,6 +243,20 @@ def chart_values_schema(gateway: dict[str, Any]) -> dict[str, Any]:
                 "securityContext": _k8s("Container securityContext of the Ray containers."),
                 "extraEnv": _k8s("Extra environment variables of the Ray containers.", "array"),
                 "initContainers": _k8s("Init containers of every Ray pod (e.g. a registry sync).", "array"),
+                "auth": _obj(
+                    {
+                        "enabled": _bool(
+                            "Ray token authentication (RAY_AUTH_MODE=token; KubeRay authOptions, "
+                            "KubeRay 1.6+, Ray 2.52+)."
+                        ),
+                        "existingSecret": _str(
+                            "Secret holding the Ray token under the key auth_token; empty = the chart "
+                            "creates one (random, kept across upgrades)."
+                        ),
+                    },
+                    "Ray's own authentication: the token every Ray process, KubeRay and the "
+                    "controller present.",
+                ),
             },
             "Settings common to every Ray pod.",
         ),
@@ -312,6 +332,32 @@ def chart_values_schema(gateway: dict[str, Any]) -> dict[str, Any]:
                 **_scheduling(),
             },
             "The rollout controller, a Deployment of one replica with its state on a volume.",
+        ),
+        "networkPolicy": _obj(
+            {
+                "enabled": _bool("Render the NetworkPolicies of the Ray pods and the controller."),
+                "prometheusFrom": _peers(
+                    "NetworkPolicy peers of Prometheus: admitted to Ray's metrics (8080), HAProxy's "
+                    "exporter (9101) and the controller's port (9102)."
+                ),
+                "kuberayOperatorFrom": _peers(
+                    "NetworkPolicy peers of the KubeRay operator: admitted to the dashboard (8265), "
+                    "through which it deploys serveConfigV2."
+                ),
+                "gatewayFrom": _peers(
+                    "NetworkPolicy peers admitted to the gateway ports (HTTP, gRPC); empty = from anywhere."
+                ),
+                "dashboardFrom": _peers(
+                    "More NetworkPolicy peers admitted to the dashboard (8265) besides the controller "
+                    "and the operator."
+                ),
+                "controllerFrom": _peers(
+                    "NetworkPolicy peers admitted to the controller's port 9102 (admin API, /metrics) "
+                    "besides Prometheus."
+                ),
+                "extraIngress": _peers("Extra NetworkPolicy ingress rules of the Ray pods, as they are."),
+            },
+            "What may reach the Ray pods and the controller (ingress; egress is not restricted).",
         ),
         "monitoring": _obj(
             {

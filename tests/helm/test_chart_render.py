@@ -21,6 +21,7 @@ from chart_support import (
 )
 from ray.serve.schema import ServeDeploySchema
 
+from serving.app import GRPC_SERVICER, ROUTER_ONGOING_HEADROOM
 from serving.config import canonical_dict, parse_config
 
 # KubeRay's RayService spec (ray.io/v1). The two *UnhealthySecondThreshold fields are deprecated
@@ -35,6 +36,7 @@ RAYSERVICE_FIELDS = {
 DEPRECATED_FIELDS = {"serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"}
 RAYCLUSTER_FIELDS = {
     "rayVersion",
+    "authOptions",
     "enableInTreeAutoscaling",
     "autoscalerOptions",
     "headServiceAnnotations",
@@ -44,6 +46,8 @@ RAYCLUSTER_FIELDS = {
     "suspend",
     "managedBy",
 }
+# KubeRay's AuthOptions (v1.6): mode (disabled | token), secretName, enableK8sTokenAuth.
+AUTH_OPTIONS_FIELDS = {"mode", "secretName", "enableK8sTokenAuth"}
 HEAD_GROUP_FIELDS = {"template", "headService", "enableIngress", "rayStartParams", "serviceType"}
 WORKER_GROUP_FIELDS = {
     "groupName",
@@ -57,7 +61,15 @@ WORKER_GROUP_FIELDS = {
     "numOfHosts",
     "suspend",
 }
-CORE_KINDS = {"Service", "Deployment", "PersistentVolumeClaim", "Secret", "ConfigMap", "Ingress"}
+CORE_KINDS = {
+    "Service",
+    "Deployment",
+    "PersistentVolumeClaim",
+    "Secret",
+    "ConfigMap",
+    "Ingress",
+    "NetworkPolicy",
+}
 K8S_VERSIONS = ("1.25.0", "1.33.0")  # the chart's kubeVersion floor and a current release
 
 
@@ -72,6 +84,14 @@ def rendered_serve_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def router_gateway(serve: dict[str, Any]) -> dict[str, Any]:
     return serve["applications"][0]["deployments"][0]["user_config"]["gateway"]
+
+
+def by_name(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, (
+        f"expected one {kind} {name}, got {[d['metadata']['name'] for d in by_kind(docs, kind)]}"
+    )
+    return found[0]
 
 
 def ray_pod_templates(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -123,6 +143,67 @@ def test_every_import_path_resolves_to_a_callable(case):
         assert callable(getattr(importlib.import_module(module), attr)), app["import_path"]
 
 
+# -- placement, the router deployment, gRPC -----------------------------------------------------
+def test_only_variants_with_a_deployment_get_an_application(case, chart):
+    name, values, docs = case
+    cfg = parse_config(effective_gateway(chart, values), f"values {name}")
+    serve = rendered_serve_config(docs)
+    deployed = sorted(f"variant-{k}" for k, v in cfg.variants.items() if v.placement == "deployment")
+    assert [a["name"] for a in serve["applications"]] == ["slimgate", *deployed]
+    # The router loads the others from its user_config, which names every variant.
+    assert set(router_gateway(serve)["variants"]) == set(cfg.variants)
+
+
+def test_the_examples_render_both_placements(chart):
+    """So that the router-placed and the deployment-placed paths are both held to serve_config."""
+    for name in ("full", "canary-example"):
+        cfg = parse_config(effective_gateway(chart, load_values(name)), name)
+        assert {v.placement for v in cfg.variants.values()} == {"router", "deployment"}, name
+
+
+def test_router_deployment(case, chart):
+    name, values, docs = case
+    cfg = parse_config(effective_gateway(chart, values), f"values {name}")
+    (router,) = rendered_serve_config(docs)["applications"][0]["deployments"]
+    # Ray must never queue in front of the router's own admission control.
+    assert router["max_ongoing_requests"] == cfg.admission.max_in_flight + ROUTER_ONGOING_HEADROOM
+    assert router["num_replicas"] == cfg.router.replicas
+    assert router["ray_actor_options"] == {"num_cpus": cfg.router.num_cpus}
+    assert router["logging_config"] == {"enable_access_log": False}
+    assert (router["health_check_timeout_s"], router["graceful_shutdown_timeout_s"]) == (60, 30)
+
+
+def test_max_queued_requests_bounds_only_the_deployments_that_set_it(chart):
+    serve = rendered_serve_config(render(chart, load_values("full")))
+    deployments = {a["name"]: a["deployments"][0] for a in serve["applications"]}
+    assert deployments["variant-teacher-onnx"]["max_queued_requests"] == 64
+    assert "max_queued_requests" not in deployments["variant-student-trt-fp16"]
+
+
+@pytest.mark.parametrize("grpc_port", [9100, None], ids=["port", "null"])
+def test_grpc_follows_http_grpc_port(chart, grpc_port):
+    """A port: Serve's grpc_options, the head's port and the gRPC Service; null: none of them
+    (a null must survive the chart's defaults, which say 9000)."""
+    values = {"gateway": {"http": {"grpc_port": grpc_port}}}
+    docs = render(chart, values)
+    serve = rendered_serve_config(docs)
+    cfg = parse_config(effective_gateway(chart, values))
+    assert cfg.http.grpc_port == grpc_port
+    assert serve.get("grpc_options") == python_serve_config(cfg).get("grpc_options")
+    head = ray_pod_templates(docs)["head"]["spec"]["containers"][0]
+    grpc_ports = [p["containerPort"] for p in head["ports"] if p["name"] == "grpc"]
+    grpc_services = [
+        s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "demo-slimgate-gateway-grpc"
+    ]
+    if grpc_port is None:
+        assert "grpc_options" not in serve
+        assert grpc_ports == [] and grpc_services == []
+    else:
+        assert serve["grpc_options"] == {"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]}
+        assert grpc_ports == [grpc_port]
+        assert [s["spec"]["ports"][0]["port"] for s in grpc_services] == [grpc_port]
+
+
 # -- Kubernetes objects --------------------------------------------------------------------------
 def _validate(obj: dict[str, Any]) -> None:
     import kubernetes_validate
@@ -163,6 +244,9 @@ def test_rayservice_uses_current_kuberay_fields(case):
     assert not set(rs["spec"]) & DEPRECATED_FIELDS
     cluster = rs["spec"]["rayClusterConfig"]
     assert set(cluster) <= RAYCLUSTER_FIELDS
+    if "authOptions" in cluster:
+        assert set(cluster["authOptions"]) <= AUTH_OPTIONS_FIELDS
+        assert cluster["authOptions"]["mode"] in ("disabled", "token")
     head = cluster["headGroupSpec"]
     assert set(head) <= HEAD_GROUP_FIELDS
     assert all(set(group) <= WORKER_GROUP_FIELDS for group in cluster["workerGroupSpecs"])
@@ -177,17 +261,41 @@ def test_rayservice_uses_current_kuberay_fields(case):
 
 def test_gateway_service_and_ports(case, chart):
     _, values, docs = case
-    port = effective_gateway(chart, values)["http"]["port"]
+    http = parse_config(effective_gateway(chart, values)).http
     spec = one(docs, "RayService")["spec"]
+    # KubeRay keeps only the port named "serve" of the serve service, so gRPC is not offered there.
     assert spec["serveService"]["spec"]["ports"] == [
-        {"name": "serve", "port": port, "targetPort": "serve", "protocol": "TCP"}
+        {"name": "serve", "port": http.port, "targetPort": "serve", "protocol": "TCP"}
     ]
     for group, template in ray_pod_templates(docs).items():
         ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
         assert ports["metrics"] == 8080, group
         if group == "head":
-            assert ports["serve"] == port
+            assert ports["serve"] == http.port
             assert ports["dashboard"] == 8265
+            assert ports.get("grpc") == http.grpc_port
+        else:
+            assert "grpc" not in ports, group
+    grpc_services = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-gateway-grpc")]
+    if http.grpc_port is None:
+        assert grpc_services == []
+        return
+    (grpc,) = grpc_services
+    assert grpc["spec"]["ports"] == [
+        {
+            "name": "grpc",
+            "port": http.grpc_port,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        }
+    ]
+    assert grpc["spec"]["type"] == spec["serveService"]["spec"]["type"]
+    # It reaches the head pods whose Serve proxy KubeRay found healthy, and nothing else.
+    selector = grpc["spec"]["selector"]
+    assert selector.pop("ray.io/serve") == "true"
+    for group, template in ray_pod_templates(docs).items():
+        assert (selector.items() <= template["metadata"]["labels"].items()) == (group == "head"), group
 
 
 def test_every_ray_pod_mounts_the_registry_read_only(case, chart):
@@ -217,7 +325,11 @@ def test_admin_token_reaches_ray_pods_and_controller_from_a_secret(case, chart):
     token_env = effective_gateway(chart, values)["admin"]["token_env"]
     admin = {"existingSecret": "", "secretKey": "token", **values.get("admin", {})}
     secret_name = admin["existingSecret"] or "demo-slimgate-admin"
-    secrets = by_kind(docs, "Secret")
+    secrets = [
+        s
+        for s in by_kind(docs, "Secret")
+        if s["metadata"]["labels"]["app.kubernetes.io/component"] == "admin"
+    ]
     if admin["existingSecret"]:
         assert secrets == []
     else:
@@ -282,11 +394,15 @@ def test_defaults_render_no_optional_objects(chart):
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == [
         "Deployment",
+        "NetworkPolicy",  # Ray pods
+        "NetworkPolicy",  # controller
         "PersistentVolumeClaim",
         "PersistentVolumeClaim",
         "RayService",
-        "Secret",
-        "Service",
+        "Secret",  # admin token
+        "Secret",  # Ray's token
+        "Service",  # controller
+        "Service",  # gRPC (grpc_port 9000 by default)
     ]
     spec = one(docs, "RayService")["spec"]
     assert [g["groupName"] for g in spec["rayClusterConfig"]["workerGroupSpecs"]] == ["cpu"]
@@ -296,7 +412,8 @@ def test_controller_can_be_turned_off(chart):
     values = {"controller": {"enabled": False}, "monitoring": {"serviceMonitor": {"enabled": True}}}
     docs = render(chart, values)
     assert by_kind(docs, "Deployment") == [] and by_kind(docs, "ServiceMonitor") == []
-    assert [s["metadata"]["name"] for s in by_kind(docs, "Service")] == []
+    assert [s["metadata"]["name"] for s in by_kind(docs, "Service")] == ["demo-slimgate-gateway-grpc"]
+    assert [p["metadata"]["name"] for p in by_kind(docs, "NetworkPolicy")] == ["demo-slimgate-ray"]
 
 
 def test_gpu_variants_go_to_the_gpu_worker_group(chart):
@@ -312,7 +429,7 @@ def test_gpu_variants_go_to_the_gpu_worker_group(chart):
     trt = apps["variant-student-trt-fp16"]
     assert trt["deployments"][0]["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.5}
     assert trt["args"]["backend"] == "tensorrt"
-    assert "num_gpus" not in apps["variant-teacher-int8"]["deployments"][0]["ray_actor_options"]
+    assert "num_gpus" not in apps["variant-teacher-onnx"]["deployments"][0]["ray_actor_options"]
 
 
 def test_full_values_reach_every_object(chart):
@@ -350,7 +467,7 @@ def test_full_values_reach_every_object(chart):
         assert template["metadata"]["labels"]["app.kubernetes.io/component"] == "ray"
     service_monitor = one(docs, "ServiceMonitor")
     assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    controller_service = one(docs, "Service")
+    controller_service = by_name(docs, "Service", "prod-gateway-controller")
     assert (
         service_monitor["spec"]["selector"]["matchLabels"].items()
         <= controller_service["spec"]["selector"].items()
@@ -378,7 +495,7 @@ def test_admin_token_from_values_goes_to_the_secret(chart):
     import base64
 
     docs = render(chart, {"admin": {"token": "s3cret-token"}})
-    secret = one(docs, "Secret")
+    secret = by_name(docs, "Secret", "demo-slimgate-admin")
     assert base64.b64decode(secret["data"]["token"]).decode() == "s3cret-token"
     rs = one(docs, "RayService")
     assert "s3cret-token" not in yaml.safe_dump(rs)

@@ -15,6 +15,7 @@ from serving.chart import CHART_DIR
 from serving.config import ConfigError, parse_config
 
 STABLE = "student-int8"
+DEPLOYED = {"placement": "deployment"}
 
 
 def with_gateway(**sections: Any) -> dict[str, Any]:
@@ -85,6 +86,22 @@ CHART_SCHEMA_CASES = {
         "/controller/prometheusUrl",
         "",
     ),
+    "unknown Ray auth key": ({"ray": {"auth": {"token": "x"}}}, "/ray/auth", "'token' not allowed"),
+    "network policy switch not a boolean": (
+        {"networkPolicy": {"enabled": "yes"}},
+        "/networkPolicy/enabled",
+        "want boolean",
+    ),
+    "network policy peers not a list": (
+        {"networkPolicy": {"gatewayFrom": {"podSelector": {}}}},
+        "/networkPolicy/gatewayFrom",
+        "want array",
+    ),
+    "unknown network policy key": (
+        {"networkPolicy": {"prometheus": {"podSelector": {}}}},
+        "/networkPolicy",
+        "'prometheus' not allowed",
+    ),
 }
 
 
@@ -130,10 +147,30 @@ CROSS_FIELD_CASES = {
     "empty weights": with_gateway(routing={"stable": STABLE, "weights": {}}),
     "shadow of an unknown variant": with_gateway(shadow={"variants": ["ghost"], "fraction": 0.1}),
     "stable shadowing itself": with_gateway(shadow={"variants": [STABLE], "fraction": 0.1}),
-    "replicas and autoscaling": with_gateway(variants={STABLE: {"autoscaling": {"max_replicas": 3}}}),
-    "autoscaling range upside down": with_gateway(
-        variants={STABLE: {"replicas": None, "autoscaling": {"min_replicas": 3, "max_replicas": 2}}}
+    "replicas and autoscaling": with_gateway(
+        variants={STABLE: {**DEPLOYED, "replicas": 2, "autoscaling": {"max_replicas": 3}}}
     ),
+    "autoscaling range upside down": with_gateway(
+        variants={STABLE: {**DEPLOYED, "autoscaling": {"min_replicas": 3, "max_replicas": 2}}}
+    ),
+    # A variant placed in the router (the default) runs in every router replica: nothing of a
+    # deployment's own means anything there, so serving.config refuses it rather than ignore it.
+    "router-placed variant with replicas": with_gateway(variants={STABLE: {"replicas": 2}}),
+    "router-placed variant with autoscaling": with_gateway(
+        variants={STABLE: {"placement": "router", "autoscaling": {"max_replicas": 3}}}
+    ),
+    "router-placed variant with resources": with_gateway(variants={STABLE: {"resources": {"num_cpus": 2}}}),
+    "router-placed variant with a GPU": with_gateway(variants={STABLE: {"resources": {"num_gpus": 1}}}),
+    "router-placed variant with max_queued_requests": with_gateway(
+        variants={STABLE: {"max_queued_requests": 10}}
+    ),
+    "router-placed variant with all of them": with_gateway(
+        variants={STABLE: {"replicas": 2, "resources": {"num_cpus": 2}, "max_queued_requests": 10}}
+    ),
+    "TensorRT variant in the router": with_gateway(variants={STABLE: {"backend": "tensorrt"}}),
+    # gRPC listens on 9000 by default, so moving HTTP there collides.
+    "grpc port equal to the http port": with_gateway(http={"port": 9000}),
+    "grpc port set to the http port": with_gateway(http={"port": 8100, "grpc_port": 8100}),
 }
 
 
@@ -151,8 +188,24 @@ def test_cross_field_rules_match_serving_config(chart, case):
 def test_autoscaling_from_zero_is_accepted(chart):
     """min_replicas 0 is a value, not a missing one: the chart's range check must not default it."""
     values = with_gateway(
-        variants={STABLE: {"replicas": None, "autoscaling": {"min_replicas": 0, "max_replicas": 1}}}
+        variants={STABLE: {**DEPLOYED, "autoscaling": {"min_replicas": 0, "max_replicas": 1}}}
     )
+    parse_config(chart.merge_values(values)["gateway"])
+    assert chart.render(values, name="demo", namespace="ml")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"placement": "router", "replicas": None, "autoscaling": None, "max_queued_requests": None},
+        {"resources": {"num_cpus": 1.0, "num_gpus": None}},
+        {"resources": {"num_cpus": 1}},
+    ],
+    ids=["nulls", "default resources", "default cpus as an integer"],
+)
+def test_a_router_placed_variant_may_spell_out_the_defaults(chart, spec):
+    """serving.config compares with the defaults (a dumped config parses back), so the chart does too."""
+    values = with_gateway(variants={STABLE: spec})
     parse_config(chart.merge_values(values)["gateway"])
     assert chart.render(values, name="demo", namespace="ml")
 
@@ -174,11 +227,11 @@ def test_weights_that_no_longer_sum_explain_helm_merging(chart):
 # -- the chart's own rules ------------------------------------------------------------------------
 CHART_RULES = {
     "tensorrt without a GPU": (
-        with_gateway(variants={STABLE: {"backend": "tensorrt"}}),
+        with_gateway(variants={STABLE: {**DEPLOYED, "backend": "tensorrt"}}),
         "gateway.variants.student-int8.resources.num_gpus: a TensorRT variant needs a GPU",
     ),
     "GPU variant without GPU workers": (
-        with_gateway(variants={STABLE: {"resources": {"num_gpus": 1}}}),
+        with_gateway(variants={STABLE: {**DEPLOYED, "resources": {"num_gpus": 1}}}),
         "gateway.variants.student-int8.resources.num_gpus: 1 GPU per replica, "
         "but gpuWorkers.enabled is false",
     ),
@@ -191,7 +244,40 @@ CHART_RULES = {
         "gateway.http.host: 127.0.0.1 is reachable only from inside the head pod",
     ),
     "port taken by Ray": (with_gateway(http={"port": 8265}), "gateway.http.port: 8265 is taken"),
+    "grpc port taken by Ray": (
+        with_gateway(http={"grpc_port": 6379}),
+        "gateway.http.grpc_port: 6379 is taken",
+    ),
+    "port taken by HAProxy's stats": (with_gateway(http={"port": 8404}), "gateway.http.port: 8404 is taken"),
+    "port among the replicas' direct ingress": (
+        with_gateway(http={"grpc_port": 30500}),
+        "gateway.http.grpc_port: 30500 is taken",
+    ),
+    "Ray too old for token authentication": (
+        {"rayVersion": "2.51.1"},
+        "ray.auth.enabled: Ray's token authentication needs Ray 2.52 or newer, rayVersion is 2.51.1",
+    ),
+    "a NetworkPolicy peer that selects nothing": (
+        {"networkPolicy": {"dashboardFrom": [{"podSelector": {"matchLabels": {"app": "x"}}}, {}]}},
+        "networkPolicy.dashboardFrom[1]: a peer needs a namespaceSelector, a podSelector or an ipBlock",
+    ),
+    "no KubeRay operator admitted to the dashboard": (
+        {"networkPolicy": {"kuberayOperatorFrom": []}},
+        "networkPolicy.kuberayOperatorFrom: must name the KubeRay operator's pods",
+    ),
 }
+
+
+def test_haproxy_ports_are_free_in_proxy_mode(chart):
+    """8404 and the direct-ingress ranges are HAProxy mode's only; Ray's proxy leaves them free."""
+    values = with_gateway(http={"ingress": "proxy", "port": 8404, "grpc_port": 30500})
+    assert chart.render(values, name="demo", namespace="ml")
+
+
+def test_old_ray_without_authentication_is_accepted(chart):
+    assert chart.render(
+        {"rayVersion": "2.51.1", "ray": {"auth": {"enabled": False}}}, name="demo", namespace="ml"
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CHART_RULES), ids=str)

@@ -48,6 +48,22 @@ app.kubernetes.io/part-of: slimgate
 {{- default (printf "%s-admin" (include "slimgate.fullname" .)) .Values.admin.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding Ray's auth token under auth_token (KubeRay's key for authOptions.secretName). */}}
+{{- define "slimgate.rayAuthSecret" -}}
+{{- default (printf "%s-ray-auth" (include "slimgate.fullname" .)) .Values.ray.auth.existingSecret -}}
+{{- end -}}
+
+{{/* The labels every Ray pod of this release carries (and NetworkPolicies select them by). */}}
+{{- define "slimgate.rayPodLabels" -}}
+{{ include "slimgate.selectorLabels" . }}
+app.kubernetes.io/component: ray
+{{- end -}}
+
+{{- define "slimgate.controllerPodLabels" -}}
+{{ include "slimgate.selectorLabels" . }}
+app.kubernetes.io/component: controller
+{{- end -}}
+
 {{- define "slimgate.registryClaim" -}}
 {{- default (printf "%s-registry" (include "slimgate.fullname" .)) .Values.registry.existingClaim -}}
 {{- end -}}
@@ -64,6 +80,7 @@ serving.config). Returned as YAML: include it and fromYaml. */}}
 
 {{- define "slimgate.gateway" -}}
 {{- $d := include "slimgate.gatewayDefaults" . | fromYaml -}}
+{{- /* A null in values stays null (http.grpc_port: null = no gRPC): merging overwrites with it. */ -}}
 {{- toYaml (mustMergeOverwrite (deepCopy $d.gateway) (deepCopy .Values.gateway)) -}}
 {{- end -}}
 
@@ -73,6 +90,17 @@ serving.config). Returned as YAML: include it and fromYaml. */}}
 {{- $gw.admin.token_env -}}
 {{- end -}}
 
+{{/* The environment the gateway's ingress mode needs in every Ray process, as a YAML map: the
+mirror of serving/ray_env.py:ingress_env (held equal to it by tests/helm). Ray Serve reads it when
+its processes start, so every node must start with it. */}}
+{{- define "slimgate.ingressEnv" -}}
+{{- $gw := include "slimgate.gateway" . | fromYaml -}}
+{{- if eq $gw.http.ingress "haproxy" -}}
+RAY_SERVE_ENABLE_HA_PROXY: "1"
+RAY_SERVE_THROUGHPUT_OPTIMIZED: "1"
+{{- end -}}
+{{- end -}}
+
 {{/* Environment shared by the Ray containers and the controller. */}}
 {{- define "slimgate.env" -}}
 - name: {{ include "slimgate.tokenEnv" . }}
@@ -80,6 +108,14 @@ serving.config). Returned as YAML: include it and fromYaml. */}}
     secretKeyRef:
       name: {{ include "slimgate.adminSecret" . }}
       key: {{ .Values.admin.secretKey }}
+{{- if .Values.ray.auth.enabled }}
+# Ray's token: Ray processes require it, and the controller presents it to the dashboard.
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "slimgate.rayAuthSecret" . }}
+      key: auth_token
+{{- end }}
 # Read-only root filesystem: everything that writes does so under /tmp.
 - name: HOME
   value: /tmp

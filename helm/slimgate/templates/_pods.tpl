@@ -11,9 +11,8 @@ The pod template of one Ray group (head or worker). Called with a dict:
 metadata:
   # No chart or app version here: a changed pod template makes KubeRay start a new Ray cluster.
   labels:
-    {{- include "slimgate.selectorLabels" $root | nindent 4 }}
+    {{- include "slimgate.rayPodLabels" $root | nindent 4 }}
     app.kubernetes.io/part-of: slimgate
-    app.kubernetes.io/component: ray
     slimgate/ray-group: {{ .component }}
     {{- with .group.podLabels }}
     {{- toYaml . | nindent 4 }}
@@ -52,6 +51,16 @@ spec:
           value: {{ $gw.registry | quote }}
         - name: RAY_USAGE_STATS_ENABLED
           value: "0"
+        {{- if $v.ray.auth.enabled }}
+        # Every Ray process requires the token (KubeRay sets the same from authOptions; it keeps
+        # what the pod template already says).
+        - name: RAY_AUTH_MODE
+          value: token
+        {{- end }}
+        {{- range $name, $value := include "slimgate.ingressEnv" $root | fromYaml }}
+        - name: {{ $name }}
+          value: {{ $value | quote }}
+        {{- end }}
         {{- with $v.ray.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

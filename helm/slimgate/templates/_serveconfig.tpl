@@ -3,9 +3,11 @@ The Ray Serve config of the gateway: the mirror of serving/app.py:serve_config, 
 tests/helm (the router's user_config.gateway is compared after serving.config.parse_config, so
 it carries the gateway values as given and the router fills in the defaults).
 
-One application per variant (`variant-<key>`), whose args are what its replicas load, plus the
-router application `slimgate` on route prefix /. Defaults of fields a values file leaves out come
-from files/gateway-defaults.yaml, generated from serving.config.
+The router application `slimgate` on route prefix /, which also loads every variant placed in the
+router (placement: router, the default) from its user_config, plus one application per variant
+with `placement: deployment` (`variant-<key>`), whose args are what its replicas load. Defaults of
+fields a values file leaves out come from files/gateway-defaults.yaml, generated from
+serving.config; the router's constants (ROUTER_ONGOING_HEADROOM, GRPC_SERVICER) are serving/app.py's.
 */}}
 {{- define "slimgate.serveConfig" -}}
 {{- $d := include "slimgate.gatewayDefaults" . | fromYaml -}}
@@ -18,9 +20,12 @@ from files/gateway-defaults.yaml, generated from serving.config.
 {{- $router := dict
       "name" "Router"
       "num_replicas" $r.replicas
-      "max_ongoing_requests" 256
+      "max_ongoing_requests" (add (int $gw.admission.max_in_flight) 32)
       "ray_actor_options" (dict "num_cpus" $r.num_cpus)
-      "user_config" (dict "gateway" $gateway) -}}
+      "user_config" (dict "gateway" $gateway)
+      "logging_config" (dict "enable_access_log" false)
+      "health_check_timeout_s" 60
+      "graceful_shutdown_timeout_s" 30 -}}
 {{- $apps := list (dict
       "name" "slimgate"
       "route_prefix" "/"
@@ -29,6 +34,8 @@ from files/gateway-defaults.yaml, generated from serving.config.
       "deployments" (list $router)) -}}
 {{- range $key, $spec := $gw.variants -}}
 {{- $v := mustMergeOverwrite (deepCopy $d.variant) (deepCopy $spec) -}}
+{{- /* A variant placed in the router has no application of its own. */ -}}
+{{- if eq $v.placement "deployment" -}}
 {{- $actor := dict "num_cpus" $v.resources.num_cpus -}}
 {{- if not (kindIs "invalid" $v.resources.num_gpus) -}}
 {{- $_ := set $actor "num_gpus" $v.resources.num_gpus -}}
@@ -40,6 +47,9 @@ from files/gateway-defaults.yaml, generated from serving.config.
       "user_config" (dict "batching" $v.batching "faults" $v.faults)
       "health_check_timeout_s" 60
       "graceful_shutdown_timeout_s" 30 -}}
+{{- if not (kindIs "invalid" $v.max_queued_requests) -}}
+{{- $_ := set $deployment "max_queued_requests" $v.max_queued_requests -}}
+{{- end -}}
 {{- if kindIs "map" $v.autoscaling -}}
 {{- $_ := set $deployment "autoscaling_config" (mustMergeOverwrite (deepCopy $d.autoscaling) $v.autoscaling) -}}
 {{- else -}}
@@ -53,11 +63,17 @@ from files/gateway-defaults.yaml, generated from serving.config.
       "args" $args
       "deployments" (list $deployment)) -}}
 {{- end -}}
-{{- toYaml (dict
+{{- end -}}
+{{- $out := dict
       "proxy_location" "HeadOnly"
       "http_options" (dict
         "host" $gw.http.host
         "port" $gw.http.port
         "request_timeout_s" (addf $gw.limits.request_timeout_s 5))
-      "applications" $apps) -}}
+      "applications" $apps -}}
+{{- if not (kindIs "invalid" $gw.http.grpc_port) -}}
+{{- /* The inference protocol's gRPC service, answered by the router's methods of the same names. */ -}}
+{{- $_ := set $out "grpc_options" (dict "port" $gw.http.grpc_port "grpc_servicer_functions" (list "serving.oip_grpc.add_servicer")) -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
