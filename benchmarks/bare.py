@@ -1,24 +1,36 @@
 """A bare Ray Serve deployment of one variant: the baseline the router's overhead is measured against.
 
-It is the gateway's own variant replica (same loading, backend and ``@serve.batch`` settings)
-answering HTTP itself, so the only difference from ``/v1/predict`` is the router hop.
+It is what a user writes by hand around the same variant, answering HTTP itself in the same
+ingress mode: the gateway's own in-process variant (same loading, threads and coalesced batching),
+the same response body as ``/v1/predict``, and none of the gateway's routing, metrics, admission,
+feedback or shadowing. The difference between the two is what the router costs.
 """
 
 from __future__ import annotations
 
+import orjson
 from ray import serve
 from starlette.requests import Request
+from starlette.responses import Response
 
-from serving.replica import VariantReplica
+from serving.config import VariantSpec
+from serving.http_api import predict_outputs
+from serving.variant_clients import InlineVariant
 
 
-class BareVariant(VariantReplica):
-    async def __call__(self, request: Request) -> dict:  # type: ignore[override]
-        body = await request.json()
-        out = await self.predict(body["inputs"])
-        return {"labels": out["probabilities"].argmax(axis=1).tolist(), "variant": out["variant"]}
+class BareVariant:
+    def __init__(self, ref: str, registry: str | None) -> None:
+        self.variant = InlineVariant.load(
+            "bare", VariantSpec(ref=ref, batching={"batch_wait_timeout_s": 0.0}), registry
+        )
+
+    async def __call__(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        answer = await self.variant.predict(body["inputs"], 10.0)
+        outputs = predict_outputs(self.variant.info.labels, answer.probabilities, 3)
+        return Response(orjson.dumps({"outputs": outputs}), media_type="application/json")
 
 
 def bare_app(args: dict):
     """Import path for a declarative Serve config: ``benchmarks.bare:bare_app``."""
-    return serve.deployment(BareVariant, name="Bare").bind("bare", args["ref"], args.get("registry"), 1)
+    return serve.deployment(BareVariant, name="Bare").bind(args["ref"], args.get("registry"))

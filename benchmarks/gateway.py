@@ -1,198 +1,460 @@
-"""Gateway benchmarks, side by side in one run: router overhead, dynamic batching, shadow cost, cold start.
+"""Gateway benchmarks, side by side in one run, load from ``hey`` (a compiled load generator).
 
-    python -m benchmarks.gateway [--registry DIR] [--variant student-int8] [--requests 400]
+    python -m benchmarks.gateway [--registry DIR] [--requests 4000] [--overload-s 60] [--soak-s 600]
+                                 [--only SECTION ...]
 
-Starts a local Ray cluster with the gateway (one stable variant and one shadow) plus a bare
-Ray Serve deployment of the same variant on its own route, then measures, with the same
-client and texts:
+Sections (each prints its figures and the targets of the fast-path issue next to them):
 
-* overhead: p50/p99 and throughput of ``/v1/predict`` through the router against the bare
-  deployment and against an in-process ``predict`` call, at concurrency 1 and 32;
-* batching: throughput at concurrency 32 with ``max_batch_size`` 32 against 1 (no batching);
-* shadow: client p99 with 100% of requests mirrored against none;
-* cold start: seconds from deploying each variant application to it being ready.
+* ``ceiling``: Ray Serve's own no-op ceiling in each ingress mode (default proxy, throughput-
+  optimized direct ingress, HAProxy), without and with one handle hop, each in a fresh cluster;
+* ``gateway``: the gateway as ``slimgate serve`` starts it (HAProxy ingress), sticky routing and
+  metrics on, no shadow: routed ``student-int8`` against a bare Ray Serve deployment of the same
+  variant in the same ingress mode, and pinned ``teacher-int8`` / ``teacher-onnx`` / ``teacher``;
+  the end-to-end ``student-int8`` / ``teacher`` ratio against the same ratio in process (the
+  registry's evaluation table, measured on this machine); the same in the ``proxy`` ingress mode;
+* ``placement``: a variant answered inside the router against the same variant as a deployment of
+  its own (a coalesced handle hop), at concurrency 1 and 32;
+* ``batching``: each variant with batching (32 texts) against without (1), concurrency 32;
+* ``shadow``: client p99 at concurrency 1 with 100% of requests mirrored to a second variant;
+* ``peers``: LitServe (unbatched, batch 16) and a plain in-process Starlette app serving the same
+  variant on the same box;
+* ``overload``: twice the measured capacity for ``--overload-s``: shed answers' p99, admitted p99
+  against the objective, status codes, replica restarts, router memory;
+* ``soak``: half the capacity for ``--soak-s``: errors and the growth of router and replica memory.
 
-Figures are printed; nothing is asserted. The client runs on the same 2 cores as the gateway,
-so absolute figures understate a real deployment; the ratios are what the targets are about.
+Client, HAProxy, Ray and the replicas share this machine's cores: absolute figures understate a
+bigger machine, and every ratio is measured within one run. The CPU is printed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
-import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-import httpx
+import yaml
+
+from benchmarks.load import Load, hey, hey_binary, median_of
+from variants.hardware import describe
 
 PORT = 18100
+GRPC_PORT = 19100
+SECTIONS = ("ceiling", "gateway", "placement", "batching", "shadow", "peers", "overload", "soak")
+TEXT_HEADERS = {"x-user-id": "benchmark-user"}
 
 
-def _pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q / 100 * len(s)))]
+def _print(text: str = "") -> None:
+    print(text, flush=True)
 
 
-def load(
-    url: str, texts: list[str], n: int, concurrency: int, headers: dict | None = None
-) -> dict[str, float]:
-    client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=concurrency))
-    lat: list[float] = []
-
-    def one(i: int) -> None:
-        t = time.perf_counter()
-        r = client.post(url, json={"inputs": [texts[i % len(texts)]]}, headers=headers or {})
-        r.raise_for_status()
-        lat.append(time.perf_counter() - t)
-
-    for i in range(min(20, n)):  # warm-up
-        one(i)
-    lat.clear()
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(n)))
-    elapsed = time.perf_counter() - start
-    client.close()
-    return {"p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000, "rps": n / elapsed}
+def _runs(url: str, n: int, concurrency: int, headers: dict[str, str] | None = None, rounds: int = 3) -> Load:
+    hey(url, n=min(n, 300), concurrency=concurrency, headers=headers)  # warm-up
+    return median_of([hey(url, n=n, concurrency=concurrency, headers=headers) for _ in range(rounds)])
 
 
-def _fmt(name: str, r: dict[str, float]) -> str:
-    return f"  {name:44s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   {r['rps']:7.1f} req/s"
+# -- Ray's own ceiling ---------------------------------------------------------------------------
+def ceiling(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    _print("Ray Serve's own ceiling (no-op deployment, one text per request, concurrency 32):")
+    for mode in ("proxy", "direct", "haproxy"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.ray_noop", mode, str(PORT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit(f"the no-op Ray Serve app did not start in mode {mode}")
+            for app in ("noop", "hop"):
+                r = _runs(f"http://127.0.0.1:{PORT}/{app}", a.requests, 32)
+                out[f"ceiling/{mode}/{app}"] = r
+                what = "no-op" if app == "noop" else "no-op + one handle hop"
+                _print(r.line(f"{mode:8s} {what}"))
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=120)
+
+
+# -- the gateway -----------------------------------------------------------------------------------
+def _gateway_config(registry: str | None, variants: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "variants": variants,
+        "routing": {"stable": next(iter(variants)), "sticky_key": {"header": "x-user-id"}},
+        "http": {"host": "127.0.0.1", "port": PORT, "grpc_port": GRPC_PORT},
+        "registry": registry,
+    }
+    for path, value in extra.items():
+        node = cfg
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return cfg
+
+
+def _batching(size: int) -> dict[str, Any]:
+    return {"max_batch_size": size, "batch_wait_timeout_s": 0.0}
+
+
+@contextmanager
+def serving(cfg: dict[str, Any], *, bare: str | None = None):
+    """``slimgate serve`` with ``cfg`` (plus a bare deployment of ``bare`` on /bare), yielding its URL."""
+    work = Path(tempfile.mkdtemp(prefix="slimgate-bench-"))
+    path, ready = work / "gateway.yaml", work / "ready"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {
+        **os.environ,
+        "SLIMGATE_ADMIN_TOKEN": os.environ.get("SLIMGATE_ADMIN_TOKEN") or secrets.token_urlsafe(16),
+    }
+    log = open(work / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving.cli",
+            "serve",
+            str(path),
+            "--metrics-port",
+            "18180",
+            "--ready-file",
+            str(ready),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"slimgate serve did not start:\n{(work / 'serve.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        if bare is not None:
+            _deploy_bare(cfg, bare)
+        yield f"http://127.0.0.1:{PORT}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _deploy_bare(cfg: dict[str, Any], ref: str) -> None:
+    """Add the bare deployment next to the running gateway, in the same Ray cluster and ingress."""
+    from serving import control
+    from serving.app import serve_config
+    from serving.config import parse_config, pin_refs
+
+    gateway = pin_refs(parse_config(cfg))
+    sc = serve_config(gateway)
+    sc["http_options"]["host"] = "127.0.0.1"
+    pinned = next(v.ref for k, v in gateway.variants.items() if v.name == ref)
+    sc["applications"].append(
+        {
+            "name": "bare",
+            "route_prefix": "/bare",
+            "import_path": "benchmarks.bare:bare_app",
+            "args": {"ref": pinned, "registry": str(gateway.registry) if gateway.registry else None},
+            "deployments": [
+                {"name": "Bare", "max_ongoing_requests": 512, "ray_actor_options": {"num_cpus": 0.25}}
+            ],
+        }
+    )
+    control.deploy(sc)
+    control.wait_running(sc)
+
+
+def _evaluation(registry: str | None) -> dict[str, dict[str, Any]]:
+    """The registry's evaluation table (measured on this machine by `slimgate variants build`)."""
+    from variants import Registry
+
+    report = Registry(registry).root / "_reports" / "evaluation.json"
+    if not report.is_file():
+        return {}
+    return {r["name"]: r.get("metrics") or {} for r in json.loads(report.read_text()).get("variants", [])}
+
+
+def _in_process_ratio(table: dict[str, dict[str, Any]], fast: str, slow: str) -> tuple[float, str] | None:
+    f, s = (table.get(n, {}).get("throughput_per_s") for n in (fast, slow))
+    if not f or not s:
+        return None
+    return f / s, f"{f:.0f} vs {s:.0f} texts/s at batch 32"
+
+
+def gateway(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    table = _evaluation(a.registry)
+    # The same intra-op threads as the evaluation table, so the end-to-end ratio and the in-process
+    # one compare like with like.
+    threads = int(table.get("teacher", {}).get("threads", 1))
+    variants = {
+        k: {"ref": k, "threads": threads, "batching": _batching(32 if k == "teacher" else 16)}
+        for k in ("student-int8", "teacher-int8", "teacher-onnx", "teacher")
+    }
+    _print(f"\n(variants run with {threads} intra-op threads, as in the evaluation table)")
+    for ingress in ("haproxy", "proxy"):
+        cfg = _gateway_config(a.registry, variants, **{"http.ingress": ingress})
+        _print(f"\ngateway, {ingress} ingress (sticky routing and metrics on, no shadow, concurrency 32):")
+        with serving(cfg, bare="student-int8") as url:
+            routed = _runs(f"{url}/v1/predict", a.requests, 32, TEXT_HEADERS)
+            bare = _runs(f"{url}/bare", a.requests, 32)
+            out[f"gateway/{ingress}/routed"], out[f"gateway/{ingress}/bare"] = routed, bare
+            _print(routed.line("routed student-int8 (stable, sticky)"))
+            _print(bare.line("bare Ray Serve deployment of student-int8"))
+            _print(
+                f"  router vs bare: p50 {routed.p(50) / bare.p(50):.2f}x (target <= 1.25x), throughput "
+                f"{routed.ok_rps() / bare.ok_rps():.2f}x (target >= 0.9x)"
+            )
+            if ingress != "haproxy":
+                continue
+            for key in ("teacher-int8", "teacher-onnx", "teacher"):
+                n = a.requests if key != "teacher" else max(500, a.requests // 6)
+                r = _runs(f"{url}/v1/predict", n, 32, {"x-slimgate-variant": key})
+                out[f"gateway/pinned/{key}"] = r
+                _print(r.line(f"pinned {key}"))
+    routed, teacher = out["gateway/haproxy/routed"], out["gateway/pinned/teacher"]
+    e2e = routed.ok_rps() / teacher.ok_rps()
+    inproc = _in_process_ratio(table, "student-int8", "teacher")
+    if inproc is None:
+        _print(f"  student-int8 / teacher end to end: {e2e:.2f}x (no evaluation table to compare with)")
+    else:
+        ratio, how = inproc
+        _print(
+            f"  student-int8 / teacher end to end: {e2e:.2f}x; in process (evaluation table, {how}): "
+            f"{ratio:.2f}x; "
+            f"share kept {e2e / ratio:.2f} (target >= 0.8)"
+        )
+    r = out["gateway/haproxy/routed"]
+    _print(
+        f"  routed student-int8: {r.ok_rps():.0f} req/s (target >= 500), "
+        f"p50 {1000 * r.p(50):.1f} ms (target <= 60)"
+    )
+
+
+def placement(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    _print("\nplacement of student-int8 (HAProxy ingress):")
+    for where in ("router", "deployment"):
+        spec: dict[str, Any] = {"ref": "student-int8", "batching": _batching(16)}
+        if where == "deployment":
+            spec.update(placement="deployment", resources={"num_cpus": 0.5})
+        with serving(_gateway_config(a.registry, {"v": spec})) as url:
+            for c in (1, 32):
+                r = _runs(f"{url}/v1/predict", a.requests if c > 1 else a.requests // 3, c)
+                out[f"placement/{where}/{c}"] = r
+                label = "in the router" if where == "router" else "own deployment (coalesced hop)"
+                _print(r.line(f"{label}, concurrency {c}"))
+
+
+def batching(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    _print("\ndynamic batching, concurrency 32 (32 texts per batch against 1):")
+    keys = ("student-int8", "teacher-int8", "teacher-onnx", "teacher")
+    results: dict[tuple[str, int], Load] = {}
+    for size in (32, 1):
+        variants = {k: {"ref": k, "batching": _batching(size)} for k in keys}
+        with serving(_gateway_config(a.registry, variants)) as url:
+            for k in keys:
+                n = a.requests if k != "teacher" else max(500, a.requests // 6)
+                results[(k, size)] = _runs(f"{url}/v1/predict", n, 32, {"x-slimgate-variant": k})
+    for k in keys:
+        on, off = results[(k, 32)], results[(k, 1)]
+        out[f"batching/{k}"] = (on, off)
+        target = ">= 1.8x" if k == "teacher" else ">= 0.95x"
+        _print(
+            f"  {k:14s} {on.ok_rps():7.1f} vs {off.ok_rps():7.1f} req/s: {on.ok_rps() / off.ok_rps():.2f}x "
+            f"(target {target}); p99 {1000 * on.p(99):.0f} vs {1000 * off.p(99):.0f} ms"
+        )
+
+
+def shadow(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    _print("\nshadow cost, concurrency 1 (stable student-int8, every request mirrored):")
+    for where in ("router", "deployment"):
+        spec: dict[str, Any] = {"ref": "teacher-int8"}
+        if where == "deployment":
+            spec.update(placement="deployment", resources={"num_cpus": 0.5})
+        variants = {"stable": {"ref": "student-int8"}, "shadow": spec}
+        n = a.requests // 3
+        with serving(
+            _gateway_config(a.registry, variants, **{"shadow.variants": ["shadow"], "shadow.fraction": 0.0})
+        ) as url:
+            base = _runs(f"{url}/v1/predict", n, 1)
+        with serving(
+            _gateway_config(a.registry, variants, **{"shadow.variants": ["shadow"], "shadow.fraction": 1.0})
+        ) as url:
+            mirrored = _runs(f"{url}/v1/predict", n, 1)
+        out[f"shadow/{where}"] = (base, mirrored)
+        _print(base.line(f"no shadow (teacher-int8 {where})"))
+        _print(mirrored.line(f"100% mirrored to teacher-int8 ({where})"))
+        _print(f"  client p99 with shadow {mirrored.p(99) / base.p(99):.2f}x without (target <= 1.1x)")
+
+
+def peers(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    _print("\npeers serving student-int8 on this machine (one text per request, concurrency 32):")
+    for kind in ("starlette", "litserve", "litserve-batch16"):
+        cmd = [sys.executable, "-m", "benchmarks.peers", kind, str(PORT)]
+        if a.registry:
+            cmd += ["--registry", a.registry]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{PORT}/predict"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if hey(url, n=1, concurrency=1).count(200) == 1:
+                        break
+                except subprocess.CalledProcessError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"peer {kind} did not start")
+                time.sleep(1)
+            r = _runs(url, a.requests, 32)
+            out[f"peers/{kind}"] = r
+            _print(r.line(kind))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            time.sleep(2)
+    if "gateway/haproxy/routed" in out:
+        best = max(out["peers/litserve"].ok_rps(), out["peers/litserve-batch16"].ok_rps())
+        mine = out["gateway/haproxy/routed"].ok_rps()
+        _print(
+            f"  routed student-int8 {mine:.0f} req/s vs LitServe's best {best:.0f}: "
+            f"{mine / best:.2f}x (target > 1)"
+        )
+
+
+# -- overload and soak ---------------------------------------------------------------------------------
+def _replica_pids() -> list[int]:
+    """Every Ray Serve replica process on this machine (the router and the variants)."""
+    import psutil
+
+    return sorted(
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if any("ServeReplica:" in part for part in (p.info["cmdline"] or []))
+    )
+
+
+def _rss_mb(pids: list[int]) -> dict[int, float]:
+    import psutil
+
+    return {pid: psutil.Process(pid).memory_info().rss / 2**20 for pid in pids if psutil.pid_exists(pid)}
+
+
+def _replica_ids() -> set[str]:
+    from serving import control
+
+    apps = control.status()["applications"]
+    return {
+        r["replica_id"] for app in apps.values() for d in app["deployments"].values() for r in d["replicas"]
+    }
+
+
+def overload(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    variants = {"student-int8": {"ref": "student-int8", "batching": _batching(16)}}
+    objective = a.objective_s
+    cfg = _gateway_config(a.registry, variants, **{"admission.latency_objective_s": objective})
+    with serving(cfg) as url:
+        cap = _runs(f"{url}/v1/predict", a.requests, 32, TEXT_HEADERS).ok_rps()
+        workers = 128
+        pids = _replica_pids()
+        before_ids, before_rss = _replica_ids(), _rss_mb(pids)
+        if "overload" in a.only:
+            _print(
+                f"\noverload: 2x the measured capacity ({cap:.0f} req/s) for {a.overload_s} s, "
+                f"objective {objective} s:"
+            )
+            r = hey(
+                f"{url}/v1/predict",
+                duration_s=a.overload_s,
+                concurrency=workers,
+                rate_per_worker=2 * cap / workers,
+                headers=TEXT_HEADERS,
+            )
+            after_ids, after_rss = _replica_ids(), _rss_mb(pids)
+            out["overload"] = r
+            statuses = r.statuses()
+            other = {s: n for s, n in statuses.items() if s not in (200, 503)}
+            _print(
+                f"  offered {r.rps:.0f} req/s: answered {r.count(200)}, shed {r.count(503)}, "
+                f"other {other or 'none'}"
+            )
+            _print(f"  shed answers p99 {1000 * r.p(99, 503):.1f} ms (target <= 50 ms)")
+            _print(
+                f"  admitted p99 {1000 * r.p(99, 200):.1f} ms (objective {1000 * objective:.0f} ms); "
+                f"answered {r.ok_rps():.0f} req/s"
+            )
+            _print(
+                f"  replicas restarted: {len(before_ids - after_ids)}; memory (MB) before -> after: "
+                + ", ".join(
+                    f"{before_rss[p]:.0f} -> {after_rss.get(p, float('nan')):.0f}" for p in before_rss
+                )
+            )
+        if "soak" in a.only:
+            _print(f"\nsoak: half the capacity ({cap / 2:.0f} req/s) for {a.soak_s} s:")
+            start_rss = _rss_mb(pids)
+            r = hey(
+                f"{url}/v1/predict",
+                duration_s=a.soak_s,
+                concurrency=16,
+                rate_per_worker=cap / 2 / 16,
+                headers=TEXT_HEADERS,
+            )
+            end_rss = _rss_mb(pids)
+            out["soak"] = r
+            errors = r.total - r.count(200)
+            growth = max((end_rss[p] - start_rss[p]) / start_rss[p] for p in start_rss if p in end_rss)
+            _print(f"  {r.total} requests, {errors} errors (target 0); p99 {1000 * r.p(99):.1f} ms")
+            _print(
+                f"  memory growth of the gateway's replica processes: at most {100 * growth:+.1f}% "
+                "(target < 5%); "
+                + ", ".join(f"{start_rss[p]:.0f} -> {end_rss.get(p, float('nan')):.0f} MB" for p in start_rss)
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--registry", default=None)
-    ap.add_argument("--variant", default="student-int8")
-    ap.add_argument("--shadow", default="student-int8-qat")
-    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument(
+        "--requests", type=int, default=4000, help="requests per measurement (each taken 3 times)"
+    )
+    ap.add_argument("--overload-s", type=int, default=60)
+    ap.add_argument("--soak-s", type=int, default=600)
+    ap.add_argument(
+        "--objective-s", type=float, default=0.1, help="admission latency objective in the overload test"
+    )
+    ap.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
     a = ap.parse_args(argv)
     if a.registry:
         os.environ["SLIMGATE_REGISTRY"] = a.registry
-    os.environ.setdefault("SLIMGATE_ADMIN_TOKEN", secrets.token_urlsafe(16))
-
-    import ray
-    from ray import serve
-
-    from serving import control
-    from serving.app import serve_config
-    from serving.config import parse_config, pin_refs
-    from variants import load_variant
-    from variants.dataset import load_dataset
-
-    texts = load_dataset().test.texts[:1000]
-
-    def gateway(max_batch: int, shadow_fraction: float, with_shadow: bool = True) -> dict:
-        variants = {
-            "stable": {
-                "ref": a.variant,
-                "resources": {"num_cpus": 0.5},
-                "batching": {"max_batch_size": max_batch, "batch_wait_timeout_s": 0.005},
-            }
-        }
-        if with_shadow:
-            variants["shadow"] = {"ref": a.shadow, "resources": {"num_cpus": 0.5}}
-        cfg = serve_config(
-            pin_refs(
-                parse_config(
-                    {
-                        "variants": variants,
-                        "routing": {"stable": "stable"},
-                        "shadow": {
-                            "variants": ["shadow"] if with_shadow else [],
-                            "fraction": shadow_fraction,
-                            "max_in_flight": 64,
-                        },
-                        "http": {"host": "127.0.0.1", "port": PORT},
-                    }
-                )
-            )
-        )
-        # The bare baseline rides in the same declarative config, on its own route.
-        stable = next(x for x in cfg["applications"] if x["name"] == "variant-stable")
-        cfg["applications"].append(
-            {
-                "name": "bare",
-                "route_prefix": "/bare",
-                "import_path": "benchmarks.bare:bare_app",
-                "args": {"ref": stable["args"]["ref"], "registry": stable["args"]["registry"]},
-                "deployments": [{**stable["deployments"][0], "name": "Bare"}],
-            }
-        )
-        return cfg
-
-    def deploy(cfg: dict) -> float:
-        start = time.perf_counter()
-        control.deploy(cfg)
-        control.wait_running(cfg)
-        return time.perf_counter() - start
-
-    # In-process reference first, before Ray takes the cores.
-    p = load_variant(a.variant, threads=1)
-    lat = []
-    for t in texts[:300]:
-        s = time.perf_counter()
-        p.predict([t])
-        lat.append(time.perf_counter() - s)
-    inproc = {
-        "p50_ms": statistics.median(lat) * 1000,
-        "p99_ms": _pct(lat, 99) * 1000,
-        "rps": 1 / statistics.mean(lat),
-    }
-
-    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
-    try:
-        cold_first = deploy(gateway(32, 0.0, with_shadow=False))
-        cfg = gateway(32, 0.0)
-        cold_shadow = deploy(cfg)
-
-        url = f"http://127.0.0.1:{PORT}"
-        print(f"variant {a.variant}; {a.requests} requests per row; client and gateway share this machine\n")
-        print("overhead (router vs bare Ray Serve vs in-process):")
-        print(_fmt("in-process predict (batch 1)", inproc))
-        rows = {}
-        for c in (1, 32):
-            rows[("bare", c)] = load(f"{url}/bare", texts, a.requests, c)
-            rows[("router", c)] = load(f"{url}/v1/predict", texts, a.requests, c)
-            print(_fmt(f"bare Ray Serve deployment, concurrency {c}", rows[("bare", c)]))
-            print(_fmt(f"router /v1/predict, concurrency {c}", rows[("router", c)]))
-        for c in (1, 32):
-            r, b = rows[("router", c)], rows[("bare", c)]
-            print(
-                f"  concurrency {c}: router adds {100 * (r['p50_ms'] / b['p50_ms'] - 1):+.1f}% to bare p50 "
-                f"(target <= +25%), keeps {100 * r['rps'] / b['rps']:.0f}% of its throughput (target >= 90%)"
-            )
-
-        print("\ndynamic batching (concurrency 32):")
-        batched = rows[("router", 32)]
-        deploy(gateway(1, 0.0))
-        unbatched = load(f"{url}/v1/predict", texts, a.requests, 32)
-        print(_fmt("max_batch_size 32, wait 5 ms", batched))
-        print(_fmt("max_batch_size 1 (no batching)", unbatched))
-        print(
-            f"  batching gives {batched['rps'] / unbatched['rps']:.2f}x throughput (target >= 3x); "
-            f"p99 {batched['p99_ms']:.1f} ms vs {unbatched['p99_ms']:.1f} ms"
-        )
-
-        print("\nshadow cost (concurrency 1):")
-        deploy(cfg)
-        no_shadow = load(f"{url}/v1/predict", texts, a.requests, 1)
-        deploy(gateway(32, 1.0))
-        with_shadow = load(f"{url}/v1/predict", texts, a.requests, 1)
-        print(_fmt("no shadow", no_shadow))
-        print(_fmt("100% mirrored to the shadow variant", with_shadow))
-        ratio = with_shadow["p99_ms"] / no_shadow["p99_ms"]
-        print(f"  client p99 with shadow = {ratio:.2f}x without (target <= 1.1x)")
-
-        print(
-            f"\ncold start (deploy -> ready): router + bare + {a.variant}: {cold_first:.1f} s; "
-            f"adding {a.shadow}: {cold_shadow:.1f} s"
-        )
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    hey_binary()
+    _print(f"machine: {describe()}")
+    _print(f"load: {hey_binary()} (hey), on the same machine; every figure is the median of 3 runs\n")
+    out: dict[str, Any] = {}
+    for name, fn in (
+        ("ceiling", ceiling),
+        ("gateway", gateway),
+        ("placement", placement),
+        ("batching", batching),
+        ("shadow", shadow),
+        ("peers", peers),
+    ):
+        if name in a.only:
+            fn(a, out)
+    if "overload" in a.only or "soak" in a.only:
+        overload(a, out)
     return 0
 
 

@@ -20,8 +20,8 @@ import time
 from multiprocessing.connection import Connection
 
 from variants import Registry, load_variant
-from variants.cli import cpu_flags
 from variants.dataset import load_dataset
+from variants.hardware import cpu_flags
 
 TARGETS = [
     # (fast, slow, min speed-up, min retention of `fast`)

@@ -38,6 +38,17 @@ JSON = "application/json"
 Handler = Callable[[Request, RouteTable, list[str]], Awaitable[Response]]
 
 
+def predict_outputs(labels: tuple[str, ...], probs: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+    """``/v1/predict``'s ``outputs``: each text's label, its probability and the top ``top_k``."""
+    order = np.argsort(-probs, axis=1)[:, :top_k]
+    outputs = []
+    for row, top in zip(probs, order, strict=True):
+        ranked = [{"label": labels[j] if labels else int(j), "probability": float(row[j])} for j in top]
+        best = ranked[0]
+        outputs.append({"label": best["label"], "probability": best["probability"], "top_k": ranked})
+    return outputs
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
@@ -211,16 +222,7 @@ class HttpApi:
         pinned, sticky = self._route_inputs(request, table, req.body)
         request_id = self._request_id(request)
         served = await self.dp.serve(table, req.texts, request_id, pinned=pinned, sticky=sticky)
-        labels = served.labels
-        probs = served.answer.probabilities
-        k = req.top_k
-        order = np.argsort(-probs, axis=1)[:, :k]
-        outputs = []
-        for row, top in zip(probs, order, strict=True):
-            ranked = [{"label": labels[j] if labels else int(j), "probability": float(row[j])} for j in top]
-            outputs.append(
-                {"label": ranked[0]["label"], "probability": ranked[0]["probability"], "top_k": ranked}
-            )
+        outputs = predict_outputs(served.labels, served.answer.probabilities, req.top_k)
         body = {
             "request_id": request_id,
             "variant": served.key,

@@ -38,7 +38,13 @@ from serving.http_api import AdminToken, HttpApi
 from serving.metrics import ADMISSION_LIMIT, CONFIG_REVISION, IN_FLIGHT, VARIANT_READY, WEIGHT, GatewayMetrics
 from serving.names import VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 from serving.oip_grpc import GrpcApi
-from serving.variant_clients import InlineVariant, RemoteVariant, VariantClient, artifact_identity
+from serving.variant_clients import (
+    InlineVariant,
+    RemoteVariant,
+    VariantClient,
+    artifact_identity,
+    remote_coalescing,
+)
 
 log = logging.getLogger("ray.serve")
 
@@ -114,9 +120,10 @@ class Router:
             current = self.clients.get(key)
             if not spec.in_router:
                 if isinstance(current, RemoteVariant):
+                    current.configure(spec)
                     out[key] = current
                 else:
-                    remote = RemoteVariant(key, self._handle_factory(key))
+                    remote = RemoteVariant(key, self._handle_factory(key), remote_coalescing(spec))
                     remote.start_warming()
                     out[key] = remote
                 continue

@@ -7,7 +7,10 @@
   accepting requests while a backend computes.
 * :class:`RemoteVariant` (``placement: deployment``): the variant's own Ray Serve application,
   reached through a deployment handle, for large or GPU variants and for variants that scale or
-  restart on their own.
+  restart on their own. Requests to it are coalesced too: at most two calls per replica are in
+  flight, and what arrives meanwhile goes out as one call of up to ``max_batch_size`` texts. A
+  handle call costs the router about as much CPU as a small model's inference, so one call per
+  request halves what the hop can carry (measured side by side in ``benchmarks/gateway.py``).
 
 Both answer :meth:`predict` with an :class:`Answer` and describe what they serve with a
 :class:`VariantInfo`; the dataplane never knows which kind it holds, and neither imports a backend
@@ -82,6 +85,12 @@ class VariantClient(Protocol):
     async def predict(self, texts: list[str], timeout_s: float) -> Answer: ...
 
     def close(self) -> None: ...
+
+
+def remote_coalescing(spec: VariantSpec) -> tuple[int, int]:
+    """(texts per call, calls in flight) for a variant with replicas of its own: two per replica."""
+    replicas = spec.replicas or (spec.autoscaling.max_replicas if spec.autoscaling else 1)
+    return spec.batching.max_batch_size, 2 * replicas
 
 
 def artifact_identity(spec: VariantSpec, registry: str | None) -> tuple[Any, ...]:
@@ -184,8 +193,17 @@ class InlineVariant:
 class RemoteVariant:
     """A variant with its own Ray Serve application; ``handle`` is its deployment handle."""
 
-    def __init__(self, key: str, handle_factory: Callable[[], Any]) -> None:
+    def __init__(
+        self, key: str, handle_factory: Callable[[], Any], coalesce: tuple[int, int] | None = None
+    ) -> None:
+        """``coalesce``: (max texts per call, calls in flight) to batch requests in the router."""
         self.key = key
+        self._coalescer = (
+            Coalescer(self._call_batch, max_batch_size=coalesce[0], max_concurrent=coalesce[1])
+            if coalesce
+            else None
+        )
+        self._last: tuple[str, int] = ("", 0)
         self._handle_factory = handle_factory
         self._handle: Any = None
         self._info: VariantInfo | None = None
@@ -208,7 +226,10 @@ class RemoteVariant:
         return self._ready
 
     def configure(self, spec: VariantSpec) -> None:
-        """Nothing to do here: its replicas get their live settings from their own user_config."""
+        """Follow the batch size and replica count; the replicas get the rest from their user_config."""
+        if self._coalescer is not None:
+            size, in_flight = remote_coalescing(spec)
+            self._coalescer.configure(max_batch_size=size, wait_s=0.0, max_concurrent=in_flight)
 
     def start_warming(self, retry_s: float = 0.5) -> None:
         """Wait, off the request path, until the variant's replicas answer; then it is ready.
@@ -242,13 +263,22 @@ class RemoteVariant:
         )
         return self._info
 
+    async def _call_batch(self, texts: list[str]) -> np.ndarray:
+        out = await self.handle.remote(texts)
+        self._last = (out["name"], out["version"])
+        return out["probabilities"]
+
     async def predict(self, texts: list[str], timeout_s: float) -> Answer:
-        response = self.handle.remote(texts)
-        try:
-            out = await asyncio.wait_for(response, timeout=timeout_s)
-        except BaseException:
-            response.cancel()
-            raise
+        if self._coalescer is not None:
+            probs = await asyncio.wait_for(self._coalescer.submit(texts), timeout=timeout_s)
+            out = {"probabilities": probs, "name": self._last[0], "version": self._last[1]}
+        else:
+            response = self.handle.remote(texts)
+            try:
+                out = await asyncio.wait_for(response, timeout=timeout_s)
+            except BaseException:
+                response.cancel()
+                raise
         known = self._info
         if known is None or (known.name, known.version) != (out["name"], out["version"]):
             await self.learn()

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from variants.hardware import cpu_flags
 from variants.registry import Registry, RegistryError, parse_ref
 
 REPORT_DIR = "_reports"
@@ -76,18 +77,6 @@ def _report(reg: Registry, manifests, skipped, baseline, recipe_name: str) -> No
     report.frontier_plot(manifests, out / "frontier.png")
     print(md)
     print(f"\nreport: {out / 'evaluation.md'}, {out / 'evaluation.json'}, {out / 'frontier.png'}")
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f in ("avx512f", "avx2"))
 
 
 def _log_to_stderr(quiet: bool) -> None:

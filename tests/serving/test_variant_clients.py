@@ -13,7 +13,7 @@ from support import LABELS, MemorySink, one_hot
 from serving.config import VariantSpec
 from serving.faults import InjectedFault
 from serving.metrics import GatewayMetrics
-from serving.variant_clients import InlineVariant, RemoteVariant, artifact_identity
+from serving.variant_clients import InlineVariant, RemoteVariant, artifact_identity, remote_coalescing
 
 
 class Predictor:
@@ -141,3 +141,28 @@ def test_remote_variant_is_ready_once_its_replicas_answer_and_learns_what_they_s
     assert v.ready and handle.info_calls == 3
     assert v.info.version == 2 and v.info.placement == "deployment"
     np.testing.assert_array_equal(answer.probabilities.argmax(axis=1), [1])
+
+
+def test_remote_requests_are_coalesced_two_calls_per_replica():
+    calls = []
+
+    class SlowHandle(Handle):
+        def remote(self, texts):
+            calls.append(len(texts))
+
+            async def answer():
+                await asyncio.sleep(0.02)
+                return {"probabilities": one_hot(1, len(texts)), "name": "remote", "version": 2}
+
+            return Response(answer())
+
+    spec = VariantSpec(ref="big@1", placement="deployment", replicas=1, batching={"max_batch_size": 8})
+    v = RemoteVariant("big", SlowHandle, remote_coalescing(spec))
+
+    async def run():
+        return await asyncio.gather(*(v.predict([f"t{i}"], 2.0) for i in range(18)))
+
+    answers = asyncio.run(run())
+    assert len(answers) == 18 and all(a.probabilities.shape == (1, 3) for a in answers)
+    assert len(calls) < 18 and max(calls) <= 8  # fewer calls than requests, none over the batch size
+    assert remote_coalescing(VariantSpec(ref="x@1", placement="deployment", replicas=3)) == (16, 6)
