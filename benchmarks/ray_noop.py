@@ -22,13 +22,18 @@ from pathlib import Path
 
 
 def environment(mode: str) -> dict[str, str]:
-    from serving.config import HttpConfig
+    from serving.config import parse_config
     from serving.ray_env import single_host_env
 
-    env = single_host_env(
-        HttpConfig(ingress="haproxy" if mode == "haproxy" else "proxy"),
-        Path(tempfile.mkdtemp(prefix="slimgate-noop-")),
+    # A gateway config only for its http section: the same single-host environment `slimgate serve` uses.
+    cfg = parse_config(
+        {
+            "variants": {"v": {"ref": "none"}},
+            "routing": {"stable": "v"},
+            "http": {"ingress": "haproxy" if mode == "haproxy" else "proxy"},
+        }
     )
+    env = single_host_env(cfg, Path(tempfile.mkdtemp(prefix="slimgate-noop-")))
     if mode == "direct":
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     return env

@@ -57,8 +57,8 @@ def main() -> None:
     cfg = parse_config(
         {
             "variants": {
-                "stable": {"ref": a.stable, "resources": {"num_cpus": 0.5}},
-                "candidate": {"ref": a.candidate, "resources": {"num_cpus": 0.5}, "progressive": False},
+                "stable": {"ref": a.stable},
+                "candidate": {"ref": a.candidate, "progressive": False},
             },
             "routing": {"stable": "stable", "weights": {"stable": 75, "candidate": 25}},
             "registry": a.registry,

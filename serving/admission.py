@@ -33,7 +33,7 @@ class AdmissionControl:
         self,
         cfg: AdmissionConfig,
         *,
-        min_limit: int = 2,
+        min_limit: int = 8,
         initial_limit: int = 64,
         window: int = 100,
         quantile: float = 0.99,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from serving import control
-from serving.app import ROUTER_APP, gateway_from_serve_config, serve_config
+from serving.app import gateway_from_serve_config, serve_config
 from serving.config import (
     ConfigError,
     GatewayConfig,
@@ -25,6 +25,7 @@ from serving.config import (
     parse_config,
     pin_refs,
 )
+from serving.names import ROUTER_APP, VARIANT_APP_PREFIX
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +74,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=cmd_validate)
     sc = cs.add_parser("schema", help="print the JSON Schema of the gateway config")
     sc.set_defaults(func=lambda _a: print(json.dumps(json_schema(), indent=2)) or 0)
+    re_ = cs.add_parser(
+        "ray-env", help="print the environment every Ray node must start with for this config's ingress"
+    )
+    re_.add_argument("config", type=Path, nargs="?", default=None)
+    re_.set_defaults(func=cmd_ray_env)
     rs = cs.add_parser("ray-serve", help="print the Ray Serve config (serve deploy / KubeRay serveConfigV2)")
     rs.add_argument("config", type=Path)
     rs.add_argument("--no-registry", action="store_true", help="do not pin versions from the registry")
@@ -84,6 +90,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not args.no_registry:
         pin_refs(cfg)  # every ref exists, is deployable, and the label tables agree
     print(f"{args.config}: valid (revision {config_revision(cfg)})")
+    return 0
+
+
+def cmd_ray_env(args: argparse.Namespace) -> int:
+    """``export`` lines for ``ray start`` on every node of a cluster that ``slimgate deploy`` targets."""
+    from serving.ray_env import ingress_env
+
+    cfg = load_config(args.config)
+    env = ingress_env(cfg.http)
+    print(f"# http.ingress: {cfg.http.ingress}; set on every Ray node before `ray start`")
+    for k, v in sorted(env.items()):
+        print(f"export {k}={v}")
     return 0
 
 
@@ -130,7 +148,7 @@ def run_gateway(
         os.environ[token_env] = secrets.token_urlsafe(24)
         print(f"admin token (set ${token_env} to choose your own): {os.environ[token_env]}")
     runtime_dir = Path(tempfile.mkdtemp(prefix="slimgate-"))
-    os.environ.update(single_host_env(cfg.http, runtime_dir))
+    os.environ.update(single_host_env(cfg, runtime_dir))
     import ray
     from ray import serve
 
@@ -213,6 +231,7 @@ def apply_config(
         )
     if found is None:
         paths: tuple[str, ...] = ("the whole gateway (none was running)",)
+        loads = {k for k, v in new.variants.items() if v.in_router}
         echo(f"deploying a new gateway onto the Ray cluster behind {dashboard}")
     else:
         old = parse_config(found[0], "the running gateway")
@@ -225,8 +244,11 @@ def apply_config(
             echo(f"nothing to apply: the running gateway already has revision {found[1]}")
             return found[1]
         paths = change.paths
+        loads = set(change.reload)
         echo("changes: " + ", ".join(summarize_paths(paths, old, new)))
         echo("restarts: " + (", ".join(sorted(change.restart)) or "none (applied in place)"))
+        if loads:
+            echo("loaded live in the router: " + ", ".join(sorted(loads)))
     from serving.controller.cli import DEFAULT_STATE
     from serving.controller.store import StateStore
 
@@ -238,12 +260,43 @@ def apply_config(
             control.deploy(serve_cfg, dashboard)
             if wait:
                 control.wait_running(serve_cfg, dashboard)
+                _confirm_router_loads(new, loads, dashboard)
         except BaseException as err:
             why = f"{type(err).__name__}: {err}"
+            if old is not None and isinstance(err, control.ControlError):
+                # What failed to start must not stay half-applied: the gateway goes back to the
+                # config it ran before (its variants reload what they served then).
+                _put_back(old, dashboard, echo)
             _audit_apply(store, "apply-failed", actor, old, new, paths, why, failed=True)
             raise
     echo(f"applied revision {config_revision(new)}")
     return config_revision(new)
+
+
+def _confirm_router_loads(cfg: GatewayConfig, keys: set[str], dashboard: str) -> None:
+    """Fail (ControlError) when a variant placed in the router did not load what ``cfg`` pins."""
+    if not keys:
+        return
+    from serving.gateway_client import confirm_loaded, gateway_url
+
+    try:
+        token: str | None = cfg.admin.resolve_token()
+    except ConfigError:
+        token = None  # the reason is then only in the router's log and GET /admin/config
+    missing = confirm_loaded(cfg, keys, gateway_url(cfg, dashboard), token)
+    if missing:
+        lines = "; ".join(f"variants.{k} ({cfg.variants[k].ref}) {why}" for k, why in sorted(missing.items()))
+        raise control.ControlError(f"the router could not load every variant: {lines}")
+
+
+def _put_back(old: GatewayConfig, dashboard: str, echo: Callable[[str], None]) -> None:
+    sc = serve_config(old)
+    try:
+        control.deploy(sc, dashboard)
+        control.wait_running(sc, dashboard)
+        echo(f"put back the previous revision {config_revision(old)}")
+    except control.ControlError as err:
+        echo(f"could not put back the previous revision {config_revision(old)}: {err}")
 
 
 def summarize_paths(paths: tuple[str, ...], old: GatewayConfig, new: GatewayConfig) -> list[str]:
@@ -290,19 +343,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     weights = gateway["routing"]["weights"]
     shadows = set(gateway.get("shadow", {}).get("variants", []))
     apps = st.get("applications") or {}
+    router_app = apps.get(ROUTER_APP, {})
     rows = []
     for key in sorted(gateway["variants"]):
-        app = apps.get("variant-" + key, {})
+        spec = gateway["variants"][key]
+        in_router = spec.get("placement", "router") == "router"
+        # A variant placed in the router runs in each router replica; the others have an app each.
+        app = router_app if in_router else apps.get(VARIANT_APP_PREFIX + key, {})
         dep = next(iter((app.get("deployments") or {}).values()), {})
         replicas = [r.get("state") for r in dep.get("replicas", [])]
-        ref = (
-            (app.get("deployed_app_config") or {}).get("args", {}).get("ref", gateway["variants"][key]["ref"])
-        )
+        args = {} if in_router else (app.get("deployed_app_config") or {}).get("args", {})
         role = "stable" if key == gateway["routing"]["stable"] else ("shadow" if key in shadows else "")
         rows.append(
             {
                 "variant": key,
-                "ref": ref,
+                "ref": args.get("ref", spec["ref"]),
+                "placement": "router" if in_router else "deployment",
                 "role": role,
                 "weight": weights.get(key, 0),
                 "status": dep.get("status", app.get("status", "MISSING")),
@@ -313,8 +369,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"revision": revision, "variants": rows}, indent=2))
         return 0
     print(f"config revision {revision}; router {apps.get(ROUTER_APP, {}).get('status', 'MISSING')}")
-    print(f"{'variant':20s} {'ref':24s} {'role':7s} {'weight':>6s} {'status':10s} replicas")
+    print(f"{'variant':20s} {'ref':24s} {'placement':10s} {'role':7s} {'weight':>6s} {'status':10s} replicas")
     for r in rows:
-        line = f"{r['variant']:20s} {r['ref']:24s} {r['role']:7s} {r['weight']:6d} {r['status']:10s}"
-        print(f"{line} {r['replicas']}")
+        line = f"{r['variant']:20s} {r['ref']:24s} {r['placement']:10s} {r['role']:7s} {r['weight']:6d}"
+        print(f"{line} {r['status']:10s} {r['replicas']}")
     return 0

@@ -90,7 +90,7 @@ class AutoscalingSpec(_Section):
 class BatchingSpec(_Section):
     max_batch_size: StrictPositiveInt = Field(16, description="Most texts one backend call runs together.")
     batch_wait_timeout_s: Annotated[StrictFloat, Field(ge=0, le=1)] = Field(
-        0.005,
+        0.0,
         description="Longest a request waits for others to fill a batch, in seconds. 0 = no waiting: a "
         "batch holds whatever queued while the previous one ran (no added latency at low load).",
     )
@@ -391,7 +391,9 @@ class AdmissionConfig(_Section):
         "answer): the number of requests admitted at once adapts to it. null = only max_in_flight.",
     )
     max_in_flight: Annotated[StrictPositiveInt, Field(le=100_000)] = Field(
-        256, description="Most requests one router replica works on at once; beyond it requests are shed."
+        64,
+        description="Most requests one router replica works on at once; beyond it requests are shed. "
+        "With the HAProxy ingress, HAProxy itself enforces it (read when the gateway starts).",
     )
     retry_after_s: Annotated[StrictPositiveInt, Field(le=3600)] = Field(
         1, description="Seconds a shed client is told to wait (the Retry-After header of its 503)."

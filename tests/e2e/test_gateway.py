@@ -455,3 +455,60 @@ def test_the_inference_protocol_over_grpc_with_tritonclient_at_its_defaults(gate
         client.infer("ghost", [inp])
     assert "NOT_FOUND" in str(err.value.status()) and "ghost" in err.value.message()
     client.close()
+
+
+def test_a_variant_that_cannot_load_gets_no_traffic_and_its_apply_is_undone(gateway):
+    import json
+    import shutil
+
+    from serving import control
+    from variants import Registry
+
+    reg = Registry(gateway.registry)
+    source = reg.get("student-int8")
+    broken = gateway.registry / "student-int8-broken" / "v1"
+    shutil.copytree(reg.path(source.name, source.version), broken)
+    try:
+        manifest = json.loads((broken / "manifest.json").read_text())
+        manifest["name"] = "student-int8-broken"
+        (broken / "manifest.json").write_text(json.dumps(manifest))
+        model = broken / "model.onnx"
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one flipped byte: its checksum no longer verifies
+        model.write_bytes(bytes(data))
+
+        failures, done, stop = [], [0], threading.Event()
+
+        def client(i):
+            while not stop.is_set():
+                r = gateway.predict([TEXT], headers={"x-user-id": f"broken-{i}-{done[0]}"})
+                if r.status_code != 200:
+                    failures.append(r.text)
+                done[0] += 1
+
+        before = control.status()["applications"]["slimgate"]["deployed_app_config"]
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            proc = slimgate(
+                "apply",
+                str(gateway.write_config(**{"variants.canary.ref": "student-int8-broken@1"})),
+                check=False,
+            )
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "variants.canary (student-int8-broken@1) is not ready" in proc.stderr
+        assert "ChecksumMismatch" in proc.stderr  # the router's reason, read with the admin token
+        assert "put back the previous revision" in proc.stdout
+        assert control.status()["applications"]["slimgate"]["deployed_app_config"] == before
+        assert failures == [] and done[0] > 20  # stable answered throughout
+        audit = slimgate("audit").stdout
+        assert "apply-failed" in audit
+        canary = gateway.predict([TEXT], headers={"x-slimgate-variant": "canary"}).json()
+        assert canary["model"] == "student-int8-qat"  # the canary serves what it served before
+    finally:
+        shutil.rmtree(broken.parent, ignore_errors=True)

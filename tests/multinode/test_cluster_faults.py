@@ -28,7 +28,9 @@ import pytest
 import yaml
 
 from serving import control
+from serving.config import HttpConfig
 from serving.drill import SteadyLoad
+from serving.ray_env import ingress_env
 
 # Ray's test cluster leaves a few log files of its nodes open; that is Ray's, not ours to fail on.
 pytestmark = pytest.mark.filterwarnings(
@@ -61,7 +63,14 @@ def _node_args() -> dict:
         "dashboard_agent_listen_port": agent,
         "metrics_agent_port": agent + 1,
         "runtime_env_agent_port": agent + 2,
-        "env_vars": {"SLIMGATE_ADMIN_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"},
+        # Every node starts in the gateway's ingress mode (HAProxy), as `slimgate config ray-env`
+        # tells an operator to start a cluster; the router replicas' direct-ingress ports stay on
+        # this machine's loopback.
+        "env_vars": {
+            "SLIMGATE_ADMIN_TOKEN": TOKEN,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            **ingress_env(HttpConfig()),
+        },
     }
 
 
@@ -97,13 +106,25 @@ def _config(registry: Path, tmp: Path, **extra) -> Path:
     cfg = {
         "variants": {
             # 0.5 CPU a replica: the 3-CPU cluster holds everything, two nodes cannot.
-            "stable": {"ref": "student-int8", "replicas": 2, "resources": {"num_cpus": 0.5}},
-            "canary": {"ref": "student-int8-qat", "replicas": 2, "resources": {"num_cpus": 0.5}},
+            # Deployments of their own, so that their replicas spread over the nodes and one dies
+            # with its node.
+            "stable": {
+                "ref": "student-int8",
+                "placement": "deployment",
+                "replicas": 2,
+                "resources": {"num_cpus": 0.5},
+            },
+            "canary": {
+                "ref": "student-int8-qat",
+                "placement": "deployment",
+                "replicas": 2,
+                "resources": {"num_cpus": 0.5},
+            },
         },
         "routing": {"stable": "stable", "weights": {"stable": 70, "canary": 30}},
         "router": {"replicas": 2, "num_cpus": 0.1},
         "registry": str(registry),
-        "http": {"host": "127.0.0.1", "port": HTTP_PORT},
+        "http": {"host": "127.0.0.1", "port": HTTP_PORT, "grpc_port": None},
         **extra,
     }
     path = tmp / f"gateway-{time.monotonic_ns()}.yaml"

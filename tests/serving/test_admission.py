@@ -49,7 +49,7 @@ def test_latency_over_the_objective_shrinks_the_limit_until_admitted_requests_me
 
 def test_comfortable_latency_grows_the_limit_only_when_it_is_used():
     clock = FakeClock()
-    adm = _adm(objective=1.0, clock=clock, initial_limit=4, window=20)
+    adm = _adm(objective=1.0, clock=clock, initial_limit=4, min_limit=2, window=20)
     _complete(adm, clock, 200, latency_s=0.01, concurrent=2)  # the limit of 4 never binds
     assert adm.limit == 4
     _complete(adm, clock, 200, latency_s=0.01, concurrent=4)  # bound and fast: it grows

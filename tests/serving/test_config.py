@@ -55,7 +55,7 @@ def _error(data: dict) -> str:
 def test_base_config_validates_with_defaults():
     cfg = parse_config(_base())
     assert cfg.variants["stable"].batching.max_batch_size == 16
-    assert cfg.variants["stable"].batching.batch_wait_timeout_s == 0.005
+    assert cfg.variants["stable"].batching.batch_wait_timeout_s == 0.0  # no added latency when idle
     assert cfg.variants["stable"].resources.num_cpus == 1.0
     assert cfg.routing.pin_header == "x-slimgate-variant"
     assert cfg.shadow.max_in_flight == 32 and cfg.shadow.disagreement_samples == 200

@@ -123,7 +123,7 @@ def test_answers_are_recorded_for_metrics_and_feedback():
         == 1
     )
     remembered = dp.feedback.lookup("rid-1")
-    assert remembered.variant == "canary" and remembered.labels == [LABELS[1], LABELS[1]]
+    assert remembered.variant == "canary" and remembered.labels == (LABELS[1], LABELS[1])
     assert s.label_names() == [LABELS[1], LABELS[1]]
 
 

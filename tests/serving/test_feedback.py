@@ -16,7 +16,7 @@ def test_join_remembers_within_retention_and_forgets_after():
     j = FeedbackJoin(10, retention_s=60, clock=clock)
     j.record("r1", "stable", ["noun.plant"])
     clock.t = 59
-    assert j.lookup("r1").labels == ["noun.plant"]
+    assert j.lookup("r1").labels == ("noun.plant",)
     clock.t = 61
     assert j.lookup("r1") is None and len(j) == 0
 

@@ -6,22 +6,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from serving.config import HttpConfig
+from serving.config import HttpConfig, parse_config
+from serving.haproxy_wrapper import rewrite, shed_response
 from serving.loopback import to_loopback
 from serving.ray_env import HAPROXY_MODE, ingress_env, is_loopback, single_host_env
-
-HAPROXY_CFG = """\
-global
-    stats socket /tmp/x/admin.sock mode 666 level admin
-frontend prometheus
-    bind :9101
-frontend http_frontend
-    bind 127.0.0.1:8000
-listen stats
-  bind *:8404
-frontend grpc_frontend
-    bind 127.0.0.1:9000 proto h2
-"""
 
 
 def test_ingress_modes_map_to_rays_flags():
@@ -29,47 +17,123 @@ def test_ingress_modes_map_to_rays_flags():
     assert ingress_env(HttpConfig(ingress="proxy")) == {}
 
 
+def _cfg(**http):
+    return parse_config(
+        {
+            "variants": {"v": {"ref": "x@1"}},
+            "routing": {"stable": "v"},
+            "http": http,
+            "admission": {"max_in_flight": 24, "retry_after_s": 2},
+        }
+    )
+
+
 def test_one_host_binds_ray_to_loopback_and_wraps_haproxy(tmp_path):
-    env = single_host_env(HttpConfig(), tmp_path)
+    env = single_host_env(_cfg(), tmp_path)
     assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"  # Ray takes 127.0.0.1 as its node IP
     assert env["SLIMGATE_LOOPBACK_ONLY"] == "1" and env["__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"]
     wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
     assert wrapper.is_file() and os.access(wrapper, os.X_OK)
     assert Path(env["SLIMGATE_HAPROXY_BINARY"]).is_file()  # the install step provides HAProxy
+    assert (env["SLIMGATE_EDGE_MAX_IN_FLIGHT"], env["SLIMGATE_RETRY_AFTER_S"]) == ("24", "2")
     assert "SLIMGATE_PUBLIC_HOST" not in env
-    public = single_host_env(HttpConfig(host="0.0.0.0", port=8000), tmp_path)
-    assert (public["SLIMGATE_PUBLIC_HOST"], public["SLIMGATE_PUBLIC_PORT"]) == ("0.0.0.0", "8000")
+    public = single_host_env(_cfg(host="0.0.0.0", port=8000, grpc_port=9000), tmp_path)
+    assert (public["SLIMGATE_PUBLIC_HOST"], public["SLIMGATE_PUBLIC_PORTS"]) == ("0.0.0.0", "8000 9000")
 
 
-def _run_wrapper(tmp_path, extra_env):
+# What Ray Serve 2.60's template renders, trimmed to the lines the wrapper touches.
+RAY_CFG = """\
+global
+    stats socket /tmp/x/admin.sock mode 666 level admin
+defaults
+    errorfile 503 /tmp/x/500.http
+frontend prometheus
+    bind :9101
+frontend http_frontend
+    bind 127.0.0.1:8000
+backend http-slimgate
+    log global
+    server SERVE_REPLICA_slimgate-Router-abc 127.0.0.1:30001 check observe layer4
+    server SERVE_PROXY_ACTOR-fallback-1 127.0.0.1:8500 check backup
+backend http-other
+    server SERVE_REPLICA_other-Bare-1 127.0.0.1:30002 check
+listen stats
+  bind *:8404
+frontend grpc_frontend
+    bind 127.0.0.1:9000 proto h2
+"""
+
+
+def _binds(text):
+    return [line.split()[1] for line in text.splitlines() if line.strip().startswith("bind")]
+
+
+def test_the_wrapper_rebinds_every_listener_to_loopback():
+    text = rewrite(RAY_CFG, {"SLIMGATE_LOOPBACK_ONLY": "1"})
+    assert _binds(text) == ["127.0.0.1:9101", "127.0.0.1:8000", "127.0.0.1:8404", "127.0.0.1:9000"]
+    assert "proto h2" in text and "maxconn" not in text  # nothing else changes
+    public = rewrite(
+        RAY_CFG,
+        {
+            "SLIMGATE_LOOPBACK_ONLY": "1",
+            "SLIMGATE_PUBLIC_HOST": "0.0.0.0",
+            "SLIMGATE_PUBLIC_PORTS": "8000 9000",
+        },
+    )
+    assert _binds(public) == ["127.0.0.1:9101", "0.0.0.0:8000", "127.0.0.1:8404", "0.0.0.0:9000"]
+    assert rewrite(RAY_CFG, {}) == RAY_CFG  # on a cluster, without settings: untouched
+
+
+def test_the_wrapper_caps_each_router_replica_and_sheds_at_the_edge():
+    text = rewrite(RAY_CFG, {"SLIMGATE_EDGE_MAX_IN_FLIGHT": "24", "SLIMGATE_RETRY_AFTER_S": "2"})
+    lines = text.splitlines()
+    router = lines[lines.index("backend http-slimgate") : lines.index("backend http-other")]
+    assert any("SERVE_REPLICA_slimgate-Router-abc 127.0.0.1:30001 maxconn 24 check" in x for x in router)
+    assert any("fallback-1 127.0.0.1:8500 check backup" in x and "maxconn" not in x for x in router)
+    shed = [x for x in router if "http-request return status 503" in x]
+    assert len(shed) == 2 and all("hdr retry-after 2" in x and "queue() gt 0" in x for x in shed)
+    assert "path_beg /v2" in shed[0] and '\\"code\\": \\"overloaded\\"' in shed[1]
+    other = lines[lines.index("backend http-other") :]
+    assert not any("maxconn" in x for x in other)  # only the router's backend is capped
+    assert "errorfile 503 /tmp/x/500.http" in text  # without a shed file, Ray's stays
+    with_file = rewrite(RAY_CFG, {"SLIMGATE_EDGE_MAX_IN_FLIGHT": "24"}, "/run/slimgate-503.http")
+    assert "errorfile 503 /run/slimgate-503.http" in with_file
+
+
+def test_haproxy_accepts_the_rewritten_config(tmp_path):
+    """The real binary parses what the wrapper writes (haproxy -c)."""
+    from serving.ray_env import haproxy_binary
+
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG)
-    env = single_host_env(HttpConfig(), tmp_path)
+    text = RAY_CFG.replace("stats socket /tmp/x/admin.sock mode 666 level admin", "maxconn 100").replace(
+        "defaults\n",
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 5s\n    timeout server 5s\n",
+    )
+    shed = tmp_path / "slimgate-503.http"
+    shed.write_text(shed_response(1))
+    env = {"SLIMGATE_LOOPBACK_ONLY": "1", "SLIMGATE_EDGE_MAX_IN_FLIGHT": "8"}
+    cfg.write_text(rewrite(text, env, str(shed)))
+    r = subprocess.run([haproxy_binary(), "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_wrapper_execs_the_real_binary_with_the_same_arguments(tmp_path):
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(RAY_CFG)
+    env = single_host_env(_cfg(), tmp_path)
     fake = tmp_path / "fake-haproxy"
     fake.write_text('#!/bin/sh\necho "ran $@"\n')
     fake.chmod(0o755)
-    run_env = {**os.environ, **env, "SLIMGATE_HAPROXY_BINARY": str(fake), **extra_env}
     out = subprocess.run(
         [env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-db", "-f", str(cfg), "-sf", "12"],
-        env=run_env,
+        env={**os.environ, **env, "SLIMGATE_HAPROXY_BINARY": str(fake)},
         capture_output=True,
         text=True,
         check=True,
     )
-    return cfg.read_text(), out.stdout, (tmp_path / "haproxy.pids").read_text().split()
-
-
-def test_the_wrapper_rebinds_every_listener_to_loopback_and_runs_haproxy_unchanged(tmp_path):
-    text, stdout, pids = _run_wrapper(tmp_path, {})
-    binds = [line.split()[1] for line in text.splitlines() if line.strip().startswith("bind")]
-    assert binds == ["127.0.0.1:9101", "127.0.0.1:8000", "127.0.0.1:8404", "127.0.0.1:9000"]
-    assert stdout.strip() == f"ran -db -f {tmp_path / 'haproxy.cfg'} -sf 12" and len(pids) == 1
-
-
-def test_the_wrapper_puts_only_the_gateways_port_on_a_public_address(tmp_path):
-    text, _, _ = _run_wrapper(tmp_path, {"SLIMGATE_PUBLIC_HOST": "0.0.0.0", "SLIMGATE_PUBLIC_PORT": "8000"})
-    binds = [line.split()[1] for line in text.splitlines() if line.strip().startswith("bind")]
-    assert binds == ["127.0.0.1:9101", "0.0.0.0:8000", "127.0.0.1:8404", "127.0.0.1:9000"]
+    assert out.stdout.strip() == f"ran -db -f {cfg} -sf 12"
+    assert "maxconn 64" in cfg.read_text() or "maxconn 24" in cfg.read_text()
+    assert len((tmp_path / "haproxy.pids").read_text().split()) == 1
 
 
 def test_wildcard_grpc_addresses_become_loopback():
@@ -77,3 +141,18 @@ def test_wildcard_grpc_addresses_become_loopback():
     assert to_loopback("0.0.0.0:40001") == "127.0.0.1:40001"
     assert to_loopback("10.0.0.5:40001") == "10.0.0.5:40001"
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
+
+
+def test_the_install_step_provides_the_haproxy_binary():
+    from serving.ray_env import haproxy_binary
+
+    out = subprocess.run([haproxy_binary(), "-v"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("HAProxy version 2.")  # Ray Serve's ingress runs this binary
+
+
+def test_ray_env_command_prints_what_ray_start_needs(capsys):
+    from serving.cli import main
+
+    assert main(["config", "ray-env"]) == 0
+    out = capsys.readouterr().out
+    assert "export RAY_SERVE_ENABLE_HA_PROXY=1" in out and "export RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in out
