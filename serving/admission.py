@@ -50,11 +50,17 @@ class AdmissionControl:
         self.in_flight = 0
         self._peak = 0
         self._latencies: list[float] = []
+        self.initial_limit = initial_limit
+        self.objective_s: float | None = None
         self.limit = initial_limit
         self.configure(cfg)
 
     def configure(self, cfg: AdmissionConfig) -> None:
-        """Take a new config's settings; the adapted limit carries over (clamped to the new range)."""
+        """Take a new config's settings; the adapted limit carries over (clamped to the new range),
+        unless there was nothing adapted to carry (no objective before): then it starts afresh."""
+        if self.objective_s is None and cfg.latency_objective_s is not None:
+            self.limit = self.initial_limit
+            self._latencies = []
         self.objective_s = cfg.latency_objective_s
         self.max_in_flight = cfg.max_in_flight
         self.retry_after_s = cfg.retry_after_s

@@ -352,12 +352,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         app = router_app if in_router else apps.get(VARIANT_APP_PREFIX + key, {})
         dep = next(iter((app.get("deployments") or {}).values()), {})
         replicas = [r.get("state") for r in dep.get("replicas", [])]
-        args = {} if in_router else (app.get("deployed_app_config") or {}).get("args", {})
+        app_args = {} if in_router else (app.get("deployed_app_config") or {}).get("args", {})
         role = "stable" if key == gateway["routing"]["stable"] else ("shadow" if key in shadows else "")
         rows.append(
             {
                 "variant": key,
-                "ref": args.get("ref", spec["ref"]),
+                "ref": app_args.get("ref", spec["ref"]),
                 "placement": "router" if in_router else "deployment",
                 "role": role,
                 "weight": weights.get(key, 0),

@@ -60,11 +60,11 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
-    exporter: str = "ray"  # ray | controller
+    exporter: str = "ray"  # ray (slimgate's, via Ray) | controller | ray-serve (Ray Serve's own)
 
     @property
     def prometheus_name(self) -> str:
-        base = f"ray_{self.name}" if self.exporter == "ray" else self.name
+        base = f"ray_{self.name}" if self.exporter in ("ray", "ray-serve") else self.name
         return base + "_total" if self.kind == "counter" and not base.endswith("_total") else base
 
 
@@ -166,6 +166,16 @@ SHED = MetricSpec(
     "Requests refused with 503 by admission control, by reason (limit: the adaptive limit that keeps "
     "admitted requests within the latency objective; max_in_flight: the hard cap).",
     ("reason",),
+)
+# Ray Serve's own count of HTTP responses by status: in HAProxy mode HAProxy reports it, so it
+# includes the requests HAProxy sheds at the edge before any router replica sees them. Recorded by
+# Ray, never by slimgate; named here so that dashboards and alerts may use it.
+INGRESS_RESPONSES = MetricSpec(
+    "serve_num_http_requests",
+    "counter",
+    "HTTP responses of the ingress by status code (Ray Serve's metric; HAProxy's in HAProxy mode).",
+    ("application", "status_code"),
+    exporter="ray-serve",
 )
 IN_FLIGHT = MetricSpec(
     "slimgate_in_flight", "gauge", "Requests a router replica is working on now.", ("replica",)

@@ -15,6 +15,7 @@ Errors become gRPC status codes (:data:`STATUS`) with the same message as over H
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -47,12 +48,21 @@ def add_servicer(servicer: Any, server: Any) -> None:
     """Register the protocol's service on a gRPC server (called by Ray Serve at start-up)."""
     from tritonclient.grpc import service_pb2_grpc
 
+    _pb()
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
 
 
 def _pb():
-    from tritonclient.grpc import service_pb2
+    """The protocol's messages, importable under the module name their classes carry.
 
+    tritonclient's generated classes say they live in ``grpc_service_pb2``; Ray Serve's proxy
+    pickles a request when it forwards one through a handle (its fallback when HAProxy has no
+    direct server up), and pickle finds a class by that name.
+    """
+    from tritonclient.grpc import model_config_pb2, service_pb2
+
+    sys.modules.setdefault("grpc_service_pb2", service_pb2)
+    sys.modules.setdefault("model_config_pb2", model_config_pb2)
     return service_pb2
 
 

@@ -28,7 +28,8 @@ GRAFANA_VARIABLES = {"variant": ".*", "__rate_interval": "1m"}
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 # A slimgate series name: not part of a longer identifier, and not a function call.
-_NAME = re.compile(r"(?<![\w:])((?:ray_)?slimgate_[\w:]*)(?![\w:]|\s*\()")
+# slimgate's own series, and the one of Ray Serve's it uses (serving.metrics.INGRESS_RESPONSES).
+_NAME = re.compile(r"(?<![\w:])((?:ray_)?slimgate_[\w:]*|ray_serve_num_http_requests_total)(?![\w:]|\s*\()")
 
 
 def alert_rules(path: str | Path = ALERTS) -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from test_runner import Clock, FakeGateway, FakeSource, _cfg
+from support import TickingClock as Clock
+from support.controller import FakeGateway, FakeSource
+from support.controller import controller_config as _cfg
 
 from serving.controller.api import ControllerAPI
 from serving.controller.decide import Policy

@@ -3,55 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from support import TickingClock as Clock
+from support.controller import FakeGateway, FakeSource
+from support.controller import controller_config as _cfg
 
 from serving.config import parse_config
 from serving.controller.decide import InvalidTransition, Phase, Policy, Promote, Rollback, SetWeight
-from serving.controller.rules import Measurement, Rule
+from serving.controller.rules import Rule
 from serving.controller.runner import Controller, candidates, reweigh
-from serving.controller.sources import SourceError
 from serving.controller.store import StateStore
-
-
-def _cfg(weights=None, shadow=("canary",)):
-    return parse_config(
-        {
-            "variants": {"stable": {"ref": "student-int8@1"}, "canary": {"ref": "student-int8-qat@1"}},
-            "routing": {"stable": "stable", "weights": weights or {"stable": 100}},
-            "shadow": {"variants": list(shadow), "fraction": 0.5},
-        }
-    )
-
-
-class FakeGateway:
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.applied = []
-
-    def current(self):
-        return self.cfg
-
-    def apply(self, cfg):
-        self.applied.append(cfg)
-        self.cfg = cfg
-
-
-class FakeSource:
-    def __init__(self):
-        self.error_rate = {"canary": 0.0, "stable": 0.0}
-        self.down = False
-
-    def measure(self, variant, signals, window_s, reference):
-        if self.down:
-            raise SourceError("prometheus unreachable")
-        return {"error_rate": Measurement(self.error_rate[variant], 100)}
-
-
-class Clock:
-    t = 1000.0
-
-    def __call__(self):
-        self.t += 5
-        return self.t
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from e2e_support import CONTROLLER_PORT, TEXT_POOL, TOKEN
@@ -74,16 +75,21 @@ def _wait(predicate, timeout: float, what: str, log_path=None):
 
 
 def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus, tmp_path):
-    gateway.apply(
-        **{
-            "variants.canary.faults": {"error_rate": 0.5},
-            "variants.shadow.faults": {"delay_ms": 150.0, "error_rate": 0.2, "flip_rate": 0.5},
-            "variants.shadow.timeout_s": 10.0,  # so that it may serve once promoted
-            "shadow.fraction": 1.0,
-            "shadow.max_in_flight": 1,
-            "rollout": {"interval_s": 2.0, "window_s": 10.0, "failures_to_rollback": 2},
-        }
-    )
+    drill = {
+        "variants.canary.faults": {"error_rate": 0.5},
+        "variants.shadow.faults": {"delay_ms": 150.0, "error_rate": 0.2, "flip_rate": 0.5},
+        "variants.shadow.timeout_s": 10.0,  # so that it may serve once promoted
+        "shadow.fraction": 1.0,
+        "shadow.max_in_flight": 1,
+        "rollout": {"interval_s": 2.0, "window_s": 10.0, "failures_to_rollback": 2},
+    }
+    # Client mistakes and a burst that the router sheds itself, so that their series exist too.
+    gateway.apply(**drill, admission={"max_in_flight": 2, "latency_objective_s": None})
+    assert gateway.predict([]).status_code == 422
+    with ThreadPoolExecutor(12) as pool:
+        burst = list(pool.map(lambda i: gateway.predict([TEXT_POOL[0]]).status_code, range(36)))
+    assert 503 in burst and 200 in burst
+    gateway.apply(**drill)
     state, log_path = tmp_path / "controller.db", tmp_path / "controller.log"
     stop, served = threading.Event(), []
     workers = [threading.Thread(target=_traffic, args=(gateway, stop, served)) for _ in range(3)]
@@ -92,8 +98,7 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
     proc, log = _start_controller(prometheus, state, log_path)
     api = httpx.Client(base_url=f"http://127.0.0.1:{CONTROLLER_PORT}", timeout=60)
     try:
-        # Client mistakes and ground truth, so that their series exist too.
-        assert gateway.predict([]).status_code == 422
+        # Ground truth, so that its series exist too.
         _wait(lambda: len(served) >= 10, 60, "served answers")
         for rid, label in served[:10]:
             fb = gateway.client.post("/v1/feedback", json={"request_id": rid, "label": label})

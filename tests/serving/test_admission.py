@@ -61,3 +61,10 @@ def test_without_an_objective_only_the_cap_applies():
     assert adm.limit == 50
     adm.configure(AdmissionConfig(latency_objective_s=None, max_in_flight=10))
     assert adm.limit == 10 and adm.max_in_flight == 10
+
+
+def test_an_objective_set_again_starts_from_the_initial_limit_not_from_the_old_cap():
+    adm = _adm(objective=None, cap=2)
+    assert adm.limit == 2
+    adm.configure(AdmissionConfig(latency_objective_s=0.5, max_in_flight=64))
+    assert adm.limit == 64  # the initial limit, not the cap of 2 the previous config imposed

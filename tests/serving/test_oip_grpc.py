@@ -132,3 +132,11 @@ def test_overload_is_unavailable(api):
     ctx = Context()
     _call(api, "ModelInfer", _infer_request("stable", ["a"]), ctx)
     assert ctx.code == grpc.StatusCode.UNAVAILABLE and "capacity" in ctx.details
+
+
+def test_messages_survive_pickling_as_rays_proxy_forwards_them(api):
+    import pickle
+
+    req = _infer_request("stable", ["a"])
+    _call(api, "ServerLive", service_pb2.ServerLiveRequest())  # the API makes the names importable
+    assert pickle.loads(pickle.dumps(req)) == req

@@ -34,6 +34,18 @@ class FakeClock:
         self.now += seconds
 
 
+class TickingClock:
+    """A clock that moves ``step`` seconds every time it is read (one controller tick per read)."""
+
+    def __init__(self, start: float = 1000.0, step: float = 5.0) -> None:
+        self.t = start
+        self.step = step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
 def poll_until(condition: Callable[[], Any], timeout_s: float = 10.0, every_s: float = 0.05) -> Any:
     """Poll ``condition`` until it returns something truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout_s
