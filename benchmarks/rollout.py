@@ -51,8 +51,8 @@ def main() -> None:
         os.environ["SLIMGATE_REGISTRY"] = a.registry
     os.environ.setdefault("SLIMGATE_ADMIN_TOKEN", secrets.token_urlsafe(16))
 
-    from serving.commands import run_gateway
     from serving.config import parse_config
+    from serving.launcher import run_gateway
 
     cfg = parse_config(
         {
@@ -75,12 +75,12 @@ def main() -> None:
 
 
 def _phases(url: str, a: argparse.Namespace) -> dict:
-    from serving.commands import apply_config
-    from serving.controller.decide import Phase
+    from serving.controller.candidate import Phase
     from serving.controller.service import RayGateway
     from serving.controller.sources import PrometheusSource
-    from serving.drill import ControllerThread, SteadyLoad, running_revision, watch, with_changes
+    from serving.deployer import apply_config
     from serving.ops.local_prometheus import LocalPrometheus
+    from serving.tools.drill import ControllerThread, SteadyLoad, running_revision, watch
     from variants.dataset import load_dataset
 
     work = Path(tempfile.mkdtemp(prefix="slimgate-rollout-"))
@@ -134,10 +134,10 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
             # 2. fault -> weight 0
             trials = []
             for i in range(a.trials):
-                healthy = with_changes(base, **{"variants.candidate.faults": {"delay_ms": float(i)}})
+                healthy = base.with_changes({"variants.candidate.faults": {"delay_ms": float(i)}})
                 apply_config(healthy, actor="benchmark", state=work / "controller.db", echo=quiet)
                 time.sleep(15)  # the candidate is tracked afresh and has a window of healthy data
-                faulty = with_changes(base, **{"variants.candidate.faults": {"delay_ms": 300.0 + i}})
+                faulty = base.with_changes({"variants.candidate.faults": {"delay_ms": 300.0 + i}})
                 start_apply = time.monotonic()
                 apply_config(faulty, actor="benchmark", state=work / "controller.db", echo=quiet)
                 live = time.monotonic()  # Ray answered RUNNING: the fault is on every replica
@@ -165,13 +165,12 @@ def _phases(url: str, a: argparse.Namespace) -> dict:
 
             # 3. promotion through every step
             print("phase 3: a fresh healthy candidate promoted 5 -> 25 -> 50 -> 100 ...", flush=True)
-            fresh = with_changes(
-                base,
-                **{
+            fresh = base.with_changes(
+                {
                     "variants.candidate.progressive": True,
                     "variants.candidate.faults": {"delay_ms": 0.0, "error_rate": 0.0, "flip_rate": 0.0},
                     "routing.weights": {"stable": 95, "candidate": 5},
-                },
+                }
             )
             time.sleep(25)  # longer than the window: the last trial's slow answers are out of it
             t3 = time.monotonic()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.config import GatewayConfig
+from serving.errors_and_auth import ApiError
 from serving.feedback import FeedbackJoin
 from serving.metrics import (
     ERRORS,
@@ -33,7 +34,6 @@ from serving.metrics import (
     GatewayMetrics,
 )
 from serving.policies import ShadowSampler, WeightedSplit
-from serving.requests import ApiError
 from serving.shadow import Mirror
 from serving.variant_clients import Answer, VariantClient
 

@@ -7,14 +7,13 @@ under Ray Serve's ingress and in a unit test. Routing is a small table matched o
 (no framework between the socket and the dataplane: FastAPI's per-request validation and
 dependency machinery cost more than the routing work itself on this path).
 
-Errors are raised as :class:`~serving.requests.ApiError` (status + code) and rendered in one place:
+Errors are raised as :class:`~serving.errors_and_auth.ApiError` (status + code) and rendered in one place:
 ``{"error": {"code", "message"}}`` on ``/v1`` and ``/admin``, the protocol's ``{"error":
 "<message>"}`` on ``/v2``. A 5xx body never carries internal detail; the log does.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,9 +27,10 @@ from starlette.responses import Response
 from serving import oip
 from serving.admission import AdmissionControl
 from serving.dataplane import Dataplane, RouteTable, Served
+from serving.errors_and_auth import AdminToken, ApiError, render
 from serving.metrics import ERRORS, FEEDBACK, FEEDBACK_CORRECT, SHED, GatewayMetrics
 from serving.names import GATEWAY_MODEL
-from serving.requests import ApiError, decode_json, parse_predict, too_large
+from serving.requests import decode_json, parse_predict, too_large
 
 log = logging.getLogger("ray.serve")
 JSON = "application/json"
@@ -53,14 +53,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def error_response(err: ApiError, path: str, retry_after_s: int | None = None) -> Response:
-    body: Any = {"error": err.message} if path.startswith("/v2") else err.body()
-    headers = {}
-    if err.status == 401:
-        headers["www-authenticate"] = "Bearer"
-    if retry_after_s is not None:
-        headers["retry-after"] = str(retry_after_s)
-    return json_response(body, err.status, headers or None)
+def error_response(err: BaseException, path: str, retry_after_s: int | None = None) -> Response:
+    status, headers, body = render(err, path, retry_after_s, log)
+    return Response(body, status_code=status, media_type=JSON, headers=headers or None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -74,25 +69,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-class AdminToken:
-    """The admin token of a config (``$admin.token_env`` first, then ``admin.token``), and the check."""
-
-    def __init__(self, token: str | None, token_env: str) -> None:
-        self.token = token
-        self.token_env = token_env
-
-    def check(self, request: Request) -> None:
-        if self.token is None:
-            raise ApiError(
-                401, "admin_disabled", f"admin API disabled: no token configured (set ${self.token_env})"
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise ApiError(401, "unauthorized", "admin endpoints need 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            raise ApiError(401, "unauthorized", "invalid admin token")
 
 
 def _feedback_fields(payload: Any) -> tuple[str, str, int]:
@@ -181,9 +157,8 @@ class HttpApi:
             if err.status < 500 and err.status not in (401, 404, 405):
                 self.metrics.inc(ERRORS, variant="none", kind="client_error")
             return error_response(err, path)
-        except Exception as err:  # noqa: BLE001 - internals stay in the log
-            log.exception("unhandled error in the router: %s", err)
-            return error_response(ApiError(500, "internal", "internal error"), path)
+        except Exception as err:  # noqa: BLE001 - internals stay in the log (errors_and_auth.render)
+            return error_response(err, path)
         finally:
             admission.done(started)
 
@@ -337,7 +312,7 @@ class HttpApi:
 
     # -- /admin ---------------------------------------------------------------------------
     async def admin_config(self, request: Request, table: RouteTable, _p: list[str]) -> Response:
-        self._admin_token().check(request)
+        self._admin_token().check(request.headers.get("authorization"))
         return json_response(
             {
                 "revision": table.revision,
@@ -348,6 +323,6 @@ class HttpApi:
         )
 
     async def admin_disagreements(self, request: Request, _table: RouteTable, _p: list[str]) -> Response:
-        self._admin_token().check(request)
+        self._admin_token().check(request.headers.get("authorization"))
         log_ = self.dp.mirror.disagreements
         return json_response({"total": log_.total, "samples": log_.snapshot()})

@@ -67,6 +67,15 @@ class MetricSpec:
         base = f"ray_{self.name}" if self.exporter in ("ray", "ray-serve") else self.name
         return base + "_total" if self.kind == "counter" and not base.endswith("_total") else base
 
+    def label_values(self, kind: str, labels: dict[str, str]) -> tuple[str, ...]:
+        """The values of ``labels`` in this metric's label order; TypeError/ValueError when the kind
+        or the label names are not this metric's (so a wrong one fails in the first unit test)."""
+        if self.kind != kind:
+            raise TypeError(f"{self.name} is a {self.kind}, not a {kind}")
+        if len(labels) != len(self.labels) or not all(k in labels for k in self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(labels)}")
+        return tuple(labels[k] for k in self.labels)
+
 
 REQUESTS = MetricSpec(
     "slimgate_requests",
@@ -315,11 +324,7 @@ class GatewayMetrics:
 
     @staticmethod
     def _values(spec: MetricSpec, kind: str, labels: dict[str, str]) -> tuple[str, ...]:
-        if spec.kind != kind:
-            raise TypeError(f"{spec.name} is a {spec.kind}, not a {kind}")
-        if len(labels) != len(spec.labels) or not all(k in labels for k in spec.labels):
-            raise ValueError(f"{spec.name} takes labels {spec.labels}, got {tuple(labels)}")
-        return tuple(labels[k] for k in spec.labels)
+        return spec.label_values(kind, labels)
 
     def inc(self, spec: MetricSpec, value: float = 1.0, **labels: str) -> None:
         key = (spec, self._values(spec, "counter", labels))

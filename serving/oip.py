@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from serving.config import LimitsConfig
-from serving.requests import ApiError, check_texts, decode_json
+from serving.errors_and_auth import ApiError
+from serving.requests import check_texts, decode_json
 
 INPUT_NAME = "text"
 OUTPUTS = ("label", "probabilities")

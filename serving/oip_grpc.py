@@ -25,13 +25,11 @@ import numpy as np
 
 from serving.admission import AdmissionControl
 from serving.dataplane import Dataplane, RouteTable
+from serving.errors_and_auth import ApiError, as_api_error
 from serving.metrics import SHED, GatewayMetrics
 from serving.names import GATEWAY_MODEL
 from serving.oip import INPUT_NAME, OUTPUTS, decode_bytes_elements, encode_bytes_elements
-from serving.requests import ApiError, check_texts
-
-log = logging.getLogger("ray.serve")
-
+from serving.requests import check_texts
 
 STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -117,11 +115,10 @@ class GrpcApi:
         started = self.admission.now()
         try:
             return await handler(request, self.dp.current(), _metadata(context))
-        except ApiError as err:
-            return self._fail(context, err, empty())
-        except Exception as err:  # noqa: BLE001 - internals stay in the log
-            log.exception("unhandled error in the router (gRPC %s): %s", method, err)
-            return self._fail(context, ApiError(500, "internal", "internal error"), empty())
+        except Exception as err:  # noqa: BLE001 - internals stay in the log (errors_and_auth)
+            return self._fail(
+                context, as_api_error(err, f"gRPC {method}", logging.getLogger("ray.serve")), empty()
+            )
         finally:
             self.admission.done(started)
 

@@ -14,17 +14,7 @@ from typing import Any
 import orjson
 
 from serving.config import LimitsConfig
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+from serving.errors_and_auth import ApiError
 
 
 def too_large(limit: int) -> ApiError:

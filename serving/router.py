@@ -34,7 +34,8 @@ from starlette.responses import Response
 from serving.admission import AdmissionControl
 from serving.config import GatewayConfig, config_revision, parse_config
 from serving.dataplane import Dataplane, RouteTable
-from serving.http_api import AdminToken, HttpApi
+from serving.errors_and_auth import AdminToken, ApiError
+from serving.http_api import HttpApi
 from serving.metrics import ADMISSION_LIMIT, CONFIG_REVISION, IN_FLIGHT, VARIANT_READY, WEIGHT, GatewayMetrics
 from serving.names import VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 from serving.oip_grpc import GrpcApi
@@ -56,12 +57,6 @@ def _ray_request_id(request: Request) -> str:
     return (
         _get_serve_request_context().request_id or request.headers.get("x-request-id") or os.urandom(16).hex()
     )
-
-
-def _admin_token(cfg: GatewayConfig) -> AdminToken:
-    env_token = (os.environ.get(cfg.admin.token_env) or "").strip()
-    inline = cfg.admin.token.get_secret_value().strip() if cfg.admin.token else ""
-    return AdminToken(env_token or inline or None, cfg.admin.token_env)
 
 
 class Router:
@@ -104,7 +99,7 @@ class Router:
                 self.grpc = GrpcApi(self.dp, self.admission, self.metrics)
             else:
                 self.admission.configure(cfg.admission)
-            self.token = _admin_token(cfg)
+            self.token = AdminToken.of(cfg.admin)
             self.dp.configure(table, clients)
             old = self.clients
             self.clients = clients
@@ -195,7 +190,6 @@ class Router:
         api = self.api
         if api is None:
             from serving.http_api import error_response
-            from serving.requests import ApiError
 
             err = ApiError(503, "not_configured", "the gateway has not received its configuration yet")
             return error_response(err, request.url.path)

@@ -1,4 +1,11 @@
-"""Shared fixtures. Tests under tests/e2e and tests/multinode start real services; the rest are fast units."""
+"""Shared fixtures, and the test tiers.
+
+Every test gets the marker of its tier from its folder: ``e2e`` (tests/e2e: a real gateway over
+HTTP, a real Prometheus, the controller), ``multinode`` (tests/multinode: a Ray cluster of several
+nodes under faults) and ``unit`` (everything else: fast, in process, real parts that start in
+milliseconds). A plain ``pytest`` runs the unit tier (pyproject's ``-m unit``);
+``scripts/test.sh`` runs every tier, each gated on the one before.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+TIERS = {"e2e": "e2e", "multinode": "multinode"}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).parent
+    for item in items:
+        folder = Path(str(item.path)).relative_to(root).parts[0]
+        item.add_marker(getattr(pytest.mark, TIERS.get(folder, "unit")))
 
 
 # A recipe small enough to build in about a minute, whose gate accepts any retention, so that every

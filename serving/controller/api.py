@@ -20,31 +20,21 @@ and 503 when the gateway itself cannot be reached.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import os
 import threading
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from serving import control
-from serving.config import ConfigError
-from serving.controller.decide import InvalidTransition
-from serving.controller.runner import Controller, NotACandidate
+from serving.controller.runner import Controller
 from serving.controller.service import ControllerMetrics
+from serving.errors_and_auth import AdminToken, ApiError, render
 
 log = logging.getLogger("slimgate.controller")
 COMMANDS = ("promote", "abort", "pause", "resume")
 MAX_BODY = 4096
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def entry_json(e: Any) -> dict[str, Any]:
@@ -80,7 +70,8 @@ class ControllerAPI:
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: close() returns in milliseconds instead of half a second.
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def start(self) -> ControllerAPI:
         self._thread.start()
@@ -102,7 +93,7 @@ class ControllerAPI:
                 self._only(method, "GET")
                 return self._json(h, 200, {"ok": True})
             if parts[:1] != ["admin"]:
-                raise _Refused(404, "not_found", f"no route {url.path}")
+                raise ApiError(404, "not_found", f"no route {url.path}")
             self._authorize(h)
             if parts == ["admin", "candidates"]:
                 self._only(method, "GET")
@@ -118,70 +109,47 @@ class ControllerAPI:
                 actor = self._actor(h)
                 state = self.ctl.operate(parts[2], parts[3], actor=f"api:{actor}")
                 return self._json(h, 200, {"candidate": asdict(state)})
-            raise _Refused(404, "not_found", f"no route {url.path}")
-        except _Refused as err:
-            self._error(h, err.status, err.code, err.message)
-        except NotACandidate as err:
-            self._error(h, 404, "not_a_candidate", str(err))
-        except InvalidTransition as err:
-            self._error(h, 409, "invalid_transition", str(err))
-        except control.ControlError as err:
-            self._error(h, 503, "gateway_unreachable", str(err))
-        except Exception as err:  # noqa: BLE001 - never a traceback to the caller
-            log.exception("controller API: %s %s failed", method, url.path)
-            self._error(h, 500, "internal", f"internal error ({type(err).__name__})")
+            raise ApiError(404, "not_found", f"no route {url.path}")
+        except Exception as err:  # noqa: BLE001 - rendered by errors_and_auth (no internals in a 5xx)
+            status, headers, body = render(err, f"controller API {method} {url.path}")
+            self._send(h, status, body, "application/json", headers)
 
     @staticmethod
     def _only(method: str, allowed: str) -> None:
         if method != allowed:
-            raise _Refused(405, "method_not_allowed", f"use {allowed} here, not {method}")
+            raise ApiError(405, "method_not_allowed", f"use {allowed} here, not {method}")
 
     @staticmethod
     def _limit(text: str) -> int:
         if not text.isdigit() or not 0 < int(text) <= 10_000:
-            raise _Refused(400, "invalid_field", f"limit must be an integer from 1 to 10000, got {text!r}")
+            raise ApiError(400, "invalid_field", f"limit must be an integer from 1 to 10000, got {text!r}")
         return int(text)
 
     def _authorize(self, h: BaseHTTPRequestHandler) -> None:
         cfg = self.ctl.last_config or self.ctl.gateway.current()
-        try:
-            token = cfg.admin.resolve_token(os.environ)
-        except ConfigError:
-            raise _Refused(
-                401, "admin_disabled", f"admin API disabled: no token configured (set ${cfg.admin.token_env})"
-            ) from None
-        scheme, _, given = (h.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise _Refused(401, "unauthorized", "admin endpoints need 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise _Refused(401, "unauthorized", "invalid admin token")
+        AdminToken.of(cfg.admin).check(h.headers.get("authorization"))
 
     @staticmethod
     def _actor(h: BaseHTTPRequestHandler) -> str:
         length = h.headers.get("content-length") or "0"
         if not length.isdigit():
-            raise _Refused(400, "invalid_body", "content-length must be a number")
+            raise ApiError(400, "invalid_body", "content-length must be a number")
         if int(length) > MAX_BODY:
-            raise _Refused(413, "body_too_large", f"body exceeds {MAX_BODY} bytes")
+            raise ApiError(413, "body_too_large", f"body exceeds {MAX_BODY} bytes")
         raw = h.rfile.read(int(length)) if int(length) else b""
         if not raw.strip():
             return "operator"
         try:
             body = json.loads(raw)
         except ValueError:
-            raise _Refused(400, "invalid_json", "body is not valid JSON") from None
+            raise ApiError(400, "invalid_json", "body is not valid JSON") from None
         actor = body.get("actor", "operator") if isinstance(body, dict) else None
         if not isinstance(actor, str) or not 0 < len(actor) <= 64 or not actor.isprintable():
-            raise _Refused(400, "invalid_field", "actor must be a printable string of 1 to 64 characters")
+            raise ApiError(400, "invalid_field", "actor must be a printable string of 1 to 64 characters")
         return actor
 
     def _json(self, h: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
         self._send(h, status, json.dumps(body, default=str).encode(), "application/json")
-
-    def _error(self, h: BaseHTTPRequestHandler, status: int, code: str, message: str) -> None:
-        extra = {"www-authenticate": "Bearer"} if status == 401 else {}
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
-        self._send(h, status, body, "application/json", extra)
 
     @staticmethod
     def _send(

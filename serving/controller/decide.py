@@ -1,8 +1,8 @@
 """The controller's pure step: one analysis interval in, the next candidate state and actions out.
 
-This module owns the lifecycle of one candidate variant (:class:`CandidateState`, :class:`Phase`),
-the :class:`Policy` that paces it, the :func:`step` taken every interval (Flagger's scheduler,
-made a pure function), the operator's transitions (:func:`track`, :func:`promote`,
+This module owns the transitions of one candidate variant (its state, the policy that paces it
+and the actions are :mod:`.candidate`): the :func:`step` taken every interval (Flagger's
+scheduler, made a pure function), the operator's transitions (:func:`track`, :func:`promote`,
 :func:`abort`, :func:`pause`, :func:`resume`) and :func:`merge`, which settles an operator action
 racing an automatic one. Nothing here does I/O or reads a clock: ``now`` is passed in, actions
 are returned as data, and the caller applies them in order and persists the state.
@@ -24,107 +24,30 @@ How an interval counts (``outcomes`` maps rule names to :class:`~.rules.Outcome`
 Weights: the controller moves a candidate only to 0 or to one of the policy's steps. The last
 step, 100, is reached only by promotion: the gateway config requires the stable variant to keep
 weight > 0, so "candidate at 100" is expressible only by making it the stable variant.
-A :class:`SetWeight` names the candidate's share; the rest goes to the stable variant.
+A :class:`~.candidate.SetWeight` names the candidate's share; the rest goes to the stable variant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Any
+from dataclasses import replace
 
-from serving.config import GatewayConfig, RolloutPolicy
+from serving.controller.candidate import (
+    CandidateState,
+    Freeze,
+    InvalidTransition,
+    Phase,
+    Policy,
+    Promote,
+    Record,
+    Rollback,
+    SetWeight,
+    Transition,
+)
 from serving.controller.rules import Outcome
-from variants.registry import sha256_json
-
-
-class Phase(StrEnum):
-    PROGRESSING = "progressing"  # judged every interval, advanced on passes
-    PAUSED = "paused"  # held by an operator: never advanced, still rolled back on failures
-    FROZEN = "frozen"  # held because the metrics source kept failing; an operator resumes it
-    PROMOTED = "promoted"  # the candidate became the stable variant; done
-    ROLLED_BACK = "rolled_back"  # weight 0; done until a different revision is tracked
-
 
 _DONE = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK})
 _HELD = frozenset({Phase.PAUSED, Phase.FROZEN})
-
-
-class InvalidTransition(ValueError):
-    """An operator action that the candidate's phase does not allow."""
-
-
-# The policy is part of the gateway config (its ``rollout`` section): one schema, one file.
-Policy = RolloutPolicy
-
-
-@dataclass(frozen=True)
-class CandidateState:
-    """Where one candidate stands. ``since``: clock time its phase or weight last changed."""
-
-    variant: str
-    # What the candidate *is* (see revision_of); a rolled-back revision never re-enters.
-    revision: str
-    phase: Phase
-    # Index of the largest policy step <= weight; -1 below the first step.
-    step_index: int
-    weight: int
-    consecutive_failures: int = 0
-    consecutive_passes: int = 0
-    consecutive_source_errors: int = 0
-    last_reason: str = ""
-    since: float = 0.0
-    # Clock time this revision was first tracked: older metrics in a window belong to another one.
-    tracked_at: float = 0.0
-
-
-# -- actions, applied by the caller in the order returned ---------------------------------------
-@dataclass(frozen=True)
-class SetWeight:
-    variant: str
-    weight: int
-    reason: str
-
-    def __post_init__(self) -> None:
-        # 100 is never set directly (stable must keep traffic); that is Promote.
-        if isinstance(self.weight, bool) or not 0 <= self.weight < 100:
-            raise ValueError(f"SetWeight({self.variant}): weight must be within 0..99, got {self.weight}")
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """Tear the candidate down (after its weight went to 0): drop it from shadowing, mark it out."""
-
-    variant: str
-    reason: str
-    signals: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Promote:
-    """Make the candidate the stable variant, with all traffic."""
-
-    variant: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Freeze:
-    variant: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Record:
-    """An audit entry to write; ``detail`` has actor, variant, revision, phases, weights, reason."""
-
-    event: str
-    detail: Mapping[str, Any]
-
-
-Action = SetWeight | Rollback | Promote | Freeze | Record
-Transition = tuple[CandidateState, list[Action]]
 
 
 def _index(steps: tuple[int, ...], weight: int) -> int:
@@ -396,30 +319,3 @@ def merge(auto: Transition, operator: Transition) -> Transition:
     if o.phase is Phase.PROMOTED:
         return operator
     return replace(o, consecutive_failures=a.consecutive_failures), operator[1]
-
-
-# -- guards -------------------------------------------------------------------------------------
-def check_actions(actions: Iterable[Action], *, stable: str, policy: Policy) -> None:
-    """Raise ValueError for an action the controller may not take under the current config.
-
-    It never acts on the stable variant, and it sets a weight only to 0 or one of the policy's
-    steps (100 only through Promote). Callers run this before applying anything.
-    """
-    allowed = {0, *policy.steps[:-1]}
-    for act in actions:
-        variant = getattr(act, "variant", None)
-        if variant is not None and variant == stable:
-            raise ValueError(f"{type(act).__name__} targets the stable variant {stable!r}")
-        if isinstance(act, SetWeight) and act.weight not in allowed:
-            raise ValueError(f"SetWeight({act.variant}, {act.weight}) is not a policy step {sorted(allowed)}")
-
-
-def revision_of(cfg: GatewayConfig, key: str) -> str:
-    """The revision of variant ``key`` in ``cfg``: its artifact ref plus a hash of its whole spec.
-
-    Not the config revision: that changes with every weight the controller sets, which would make
-    a rolled-back candidate look new after its own rollback. Resolve a versionless ref first if
-    a new registered version should count as a new revision.
-    """
-    spec = cfg.variants[key]
-    return f"{spec.ref}#{sha256_json(spec.model_dump(mode='json'))[:8]}"

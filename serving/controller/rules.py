@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.config import StrictFloat, StrictPositiveInt, _rule
+from serving.config.base import StrictFloat, StrictPositiveInt, rule
 
 Signal = Literal[
     "latency_p99_s",
@@ -90,19 +90,19 @@ class Rule(BaseModel):
     @model_validator(mode="after")
     def _one_bound(self) -> Rule:
         if (self.max is None) == (self.min is None):
-            raise _rule(("max", "set exactly one of max or min"))
+            raise rule(("max", "set exactly one of max or min"))
         field, bound = ("max", self.max) if self.max is not None else ("min", self.min)
         assert bound is not None
         if not math.isfinite(bound):
-            raise _rule((field, f"must be a finite number, got {bound}"))
+            raise rule((field, f"must be a finite number, got {bound}"))
         if self.relative_to_stable and bound <= 0:
-            raise _rule((field, f"a factor of the stable value must be > 0, got {bound}"))
+            raise rule((field, f"a factor of the stable value must be > 0, got {bound}"))
         if not self.relative_to_stable and self.signal in _FRACTIONS and not 0 <= bound <= 1:
-            raise _rule((field, f"{self.signal} is a fraction; the bound must be within [0, 1], got {bound}"))
+            raise rule((field, f"{self.signal} is a fraction; the bound must be within [0, 1], got {bound}"))
         if self.slack is not None and not self.relative_to_stable:
-            raise _rule(("slack", "applies only to a bound relative to the stable variant"))
+            raise rule(("slack", "applies only to a bound relative to the stable variant"))
         if self.confidence is not None and (self.relative_to_stable or self.signal not in _FRACTIONS):
-            raise _rule(("confidence", "applies only to an absolute bound on a share (a proportion)"))
+            raise rule(("confidence", "applies only to an absolute bound on a share (a proportion)"))
         return self
 
     @property

@@ -1,8 +1,9 @@
 """The controller's loop: observe each candidate, take the pure step, apply its actions, persist.
 
 Everything with side effects sits behind three small interfaces passed in: the metrics source
-(:mod:`serving.controller.sources`), the gateway it changes (:class:`Gateway`: read the running
-config, apply a new one) and the state store. One :meth:`Controller.tick` is one analysis
+(:mod:`serving.controller.sources`), the gateway it changes
+(:class:`~serving.controller.routes.GatewayPort`: read the running config, set routes) and the
+state store. One :meth:`Controller.tick` is one analysis
 interval; traffic changes are applied before the state and audit entry are saved, so a crash
 between the two leaves the gateway safe (at worst at weight 0) and the next tick re-derives the
 rest. The controller changes only weights and shadowing, and only within what the config lists.
@@ -16,26 +17,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from serving.config import ConfigError, GatewayConfig, config_revision, parse_config
-from serving.controller.decide import (
+from serving.config import ConfigError, GatewayConfig, config_revision
+from serving.controller.candidate import (
     Action,
     CandidateState,
     InvalidTransition,
     Phase,
     Policy,
-    Promote,
     Record,
     Rollback,
     SetWeight,
-    abort,
     check_actions,
-    pause,
-    promote,
-    resume,
     revision_of,
-    step,
-    track,
 )
+from serving.controller.decide import abort, pause, promote, resume, step, track
+from serving.controller.routes import GatewayPort, Routes, next_routes
 from serving.controller.rules import SERVING_SIGNALS, Measurement, Outcome, Rule, evaluate_all
 from serving.controller.store import AuditEntry, StateStore
 
@@ -43,15 +39,12 @@ from serving.controller.store import AuditEntry, StateStore
 class NotACandidate(InvalidTransition):
     """An operator action on a variant that is not a non-stable variant of the running gateway."""
 
+    status_code = 404
+    error_code = "not_a_candidate"
+
 
 class NotAllowed(InvalidTransition):
     """A move the gateway config does not allow (the config with it would be invalid)."""
-
-
-class Gateway(Protocol):
-    def current(self) -> GatewayConfig: ...
-
-    def apply(self, cfg: GatewayConfig) -> None: ...
 
 
 class Source(Protocol):
@@ -61,26 +54,10 @@ class Source(Protocol):
 
 
 def reweigh(cfg: GatewayConfig, action: Action) -> GatewayConfig:
-    """The config after one traffic action; the stable variant takes whatever the others leave."""
-    data = cfg.model_dump(mode="json")
-    token = cfg.admin.token
-    data["admin"]["token"] = None if token is None else token.get_secret_value()
-    routing, shadow = data["routing"], data["shadow"]
-    if isinstance(action, SetWeight):
-        routing["weights"][action.variant] = action.weight
-    elif isinstance(action, Rollback):
-        routing["weights"][action.variant] = 0
-        shadow["variants"] = [v for v in shadow["variants"] if v != action.variant]
-    elif isinstance(action, Promote):
-        routing["stable"] = action.variant
-        routing["weights"] = {k: (100 if k == action.variant else 0) for k in data["variants"]}
-        shadow["variants"] = [v for v in shadow["variants"] if v != action.variant]
-        return parse_config(data, "controller promote")
-    else:
-        return cfg
-    others = sum(w for k, w in routing["weights"].items() if k != routing["stable"])
-    routing["weights"][routing["stable"]] = 100 - others
-    return parse_config(data, f"controller {type(action).__name__}")
+    """The config after one traffic action (ConfigError when the config does not allow it)."""
+    routes = Routes.of(cfg)
+    after = next_routes(routes, action, tuple(cfg.variants))
+    return cfg if after == routes else after.applied_to(cfg)
 
 
 def _keep_out(state: CandidateState, now: float) -> list[Action]:
@@ -150,7 +127,7 @@ def candidates(cfg: GatewayConfig) -> list[str]:
 
 @dataclass
 class Controller:
-    gateway: Gateway
+    gateway: GatewayPort
     source: Source
     store: StateStore
     # None: the running config's ``rollout`` section, read afresh every tick.
@@ -341,7 +318,8 @@ class Controller:
                     f"the config does not allow {type(act).__name__} of {state.variant}: {err}"
                 ) from None
             if new != cfg:
-                self.gateway.apply(new)  # traffic first: the record follows what really happened
+                # Traffic first: the record follows what really happened.
+                self.gateway.set_routes(Routes.of(new))
                 cfg = new
         saved = self.store.save(state, audit)
         if dict(cfg.routing.weights) != before or saved:

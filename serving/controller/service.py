@@ -1,7 +1,8 @@
 """Wiring the controller to the real world: the running gateway, the registry, Prometheus, the clock.
 
-:class:`RayGateway` reads the config the gateway runs (from Ray's Serve REST API) and applies a
-new one the way ``slimgate apply`` does. :func:`lineage_rules` and :func:`lineage_reference`
+:class:`RayGateway` is the controller's port to the gateway: it reads the config the gateway
+runs (from Ray's Serve REST API) and sets new routes on it (weights, stable, shadows), nothing
+else. :func:`lineage_rules` and :func:`lineage_reference`
 derive each candidate's thresholds and drift reference from its registry evaluation, so the
 bar a candidate must clear comes from its own lineage. :func:`run` is the loop behind
 ``slimgate controller run``.
@@ -17,33 +18,44 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from serving import control
-from serving.app import serve_config
-from serving.commands import _running_gateway
+from serving import ray_rest
 from serving.config import GatewayConfig, parse_config
-from serving.controller.decide import CandidateState, Phase, Policy
+from serving.controller.candidate import CandidateState, Phase, Policy
+from serving.controller.routes import Routes
 from serving.controller.rules import Rule, default_rules
 from serving.controller.runner import INTERVAL_OUTCOMES, Controller, Source
 from serving.controller.store import AuditEntry, StateStore
-from serving.metrics import SPECS
+from serving.deployer import running_gateway
+from serving.metrics import (
+    CONTROLLER_INTERVALS,
+    CONTROLLER_PHASE,
+    CONTROLLER_PROMOTIONS,
+    CONTROLLER_ROLLBACKS,
+    CONTROLLER_SOURCE_ERRORS,
+    CONTROLLER_SOURCE_UP,
+    CONTROLLER_WEIGHT,
+    SPECS,
+    MetricSpec,
+)
+from serving.translation import serve_config
 
 log = logging.getLogger("slimgate.controller")
 
 
 class RayGateway:
-    def __init__(self, dashboard: str = control.DEFAULT_DASHBOARD) -> None:
+    def __init__(self, dashboard: str = ray_rest.DEFAULT_DASHBOARD) -> None:
         self.dashboard = dashboard
 
     def current(self) -> GatewayConfig:
-        _, found = _running_gateway(self.dashboard)
+        _, found = running_gateway(self.dashboard)
         if found is None:
-            raise control.ControlError(f"no slimgate gateway is running behind {self.dashboard}")
+            raise ray_rest.ControlError(f"no slimgate gateway is running behind {self.dashboard}")
         return parse_config(found[0], "the running gateway")
 
-    def apply(self, cfg: GatewayConfig) -> None:
-        sc = serve_config(cfg)
-        control.deploy(sc, self.dashboard)
-        control.wait_running(sc, self.dashboard)
+    def set_routes(self, routes: Routes) -> None:
+        sc = serve_config(routes.applied_to(self.current()))
+        ray_rest.deploy(sc, self.dashboard)
+        ray_rest.wait_running(sc, self.dashboard)
 
 
 @lru_cache(maxsize=256)
@@ -86,18 +98,22 @@ def lineage_reference(cfg: GatewayConfig, key: str) -> Mapping[str, float] | Non
 
 
 class ControllerMetrics:
-    """The controller's own metrics (prometheus_client), names and labels from serving.metrics."""
+    """The controller's own metrics (prometheus_client), recorded through serving.metrics' specs."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = CollectorRegistry()
-        self.m: dict[str, Any] = {}
+        self._m: dict[MetricSpec, Any] = {}
         for s in SPECS.values():
-            if s.exporter != "controller":
-                continue
-            cls = Counter if s.kind == "counter" else Gauge
-            self.m[s.name] = cls(s.name, s.help, list(s.labels), registry=self.registry)
+            if s.exporter == "controller":
+                cls = Counter if s.kind == "counter" else Gauge
+                self._m[s] = cls(s.name, s.help, list(s.labels), registry=self.registry)
+
+    def _child(self, spec: MetricSpec, kind: str, **labels: str) -> Any:
+        metric = self._m[spec]
+        values = spec.label_values(kind, labels)
+        return metric.labels(*values) if values else metric
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
@@ -105,31 +121,32 @@ class ControllerMetrics:
         return generate_latest(self.registry)
 
     def observe(self, states: Mapping[str, CandidateState], source_ok: bool) -> None:
-        self.m["slimgate_controller_source_up"].set(1 if source_ok else 0)
+        self._child(CONTROLLER_SOURCE_UP, "gauge").set(1 if source_ok else 0)
         if not source_ok:
-            self.m["slimgate_controller_source_errors"].inc()
+            self._child(CONTROLLER_SOURCE_ERRORS, "counter").inc()
         for key, st in states.items():
             # Counters start at 0 for every label set a candidate can produce: Prometheus'
             # increase() cannot see a counter's first step from nothing, so without the 0 the
             # first rollback would never show as an annotation.
             for actor in ("controller", "operator"):
-                self.m["slimgate_controller_rollbacks"].labels(key, actor)
-                self.m["slimgate_controller_promotions"].labels(key, actor)
+                self._child(CONTROLLER_ROLLBACKS, "counter", variant=key, actor=actor)
+                self._child(CONTROLLER_PROMOTIONS, "counter", variant=key, actor=actor)
             for outcome in INTERVAL_OUTCOMES:
-                self.m["slimgate_controller_intervals"].labels(key, outcome)
+                self._child(CONTROLLER_INTERVALS, "counter", variant=key, outcome=outcome)
             for ph in Phase:
-                self.m["slimgate_controller_phase"].labels(key, ph.value).set(1 if st.phase is ph else 0)
-            self.m["slimgate_controller_weight"].labels(key).set(st.weight)
+                phase = self._child(CONTROLLER_PHASE, "gauge", variant=key, phase=ph.value)
+                phase.set(1 if st.phase is ph else 0)
+            self._child(CONTROLLER_WEIGHT, "gauge", variant=key).set(st.weight)
 
     def interval(self, key: str, outcome: str) -> None:
-        self.m["slimgate_controller_intervals"].labels(key, outcome).inc()
+        self._child(CONTROLLER_INTERVALS, "counter", variant=key, outcome=outcome).inc()
 
     def record(self, entry: AuditEntry) -> None:
         actor = "controller" if entry.actor == "controller" else "operator"
         if entry.action in _ROLLBACKS:
-            self.m["slimgate_controller_rollbacks"].labels(entry.variant, actor).inc()
+            self._child(CONTROLLER_ROLLBACKS, "counter", variant=entry.variant, actor=actor).inc()
         elif entry.action in _PROMOTIONS:
-            self.m["slimgate_controller_promotions"].labels(entry.variant, actor).inc()
+            self._child(CONTROLLER_PROMOTIONS, "counter", variant=entry.variant, actor=actor).inc()
 
 
 _ROLLBACKS = frozenset({"rollback"})
@@ -142,7 +159,7 @@ def build(
     *,
     window_s: float | None = None,
     policy: Policy | None = None,
-    dashboard: str = control.DEFAULT_DASHBOARD,
+    dashboard: str = ray_rest.DEFAULT_DASHBOARD,
     metrics: ControllerMetrics | None = None,
 ) -> Controller:
     """A controller on the running gateway, judging with lineage-derived rules; policy from its config."""
@@ -177,7 +194,7 @@ def run(
             metrics.observe(states, all(s.consecutive_source_errors == 0 for s in states.values()))
             for key, st in states.items():
                 log.info("%s: %s at %d%% (%s)", key, st.phase.value, st.weight, st.last_reason)
-        except control.ControlError as err:
+        except ray_rest.ControlError as err:
             # The gateway itself is unreachable: nothing to judge, nothing to change; keep trying.
             log.warning("gateway unreachable: %s", err)
         every = interval_s or (ctl.last_config.rollout.interval_s if ctl.last_config else 5.0)

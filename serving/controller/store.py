@@ -1,7 +1,7 @@
 """Persistence of the controller: candidate states, rolled-back revisions and the audit log, in SQLite.
 
 This module owns the on-disk format of what the controller must not forget across a restart:
-each candidate's :class:`~.decide.CandidateState`, every (variant, revision) ever rolled back
+each candidate's :class:`~.candidate.CandidateState`, every (variant, revision) ever rolled back
 (so that a revision stays out even after other revisions were tracked in between), and an
 append-only audit log of every weight change and why it was made.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,7 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.controller.decide import CandidateState, Phase
+from serving.controller.candidate import CandidateState, Phase
+
+
+def default_state_path() -> Path:
+    """The controller's state and audit file: ``$SLIMGATE_STATE``, else the per-user default."""
+    return Path(os.environ.get("SLIMGATE_STATE", Path.home() / ".local/share/slimgate/controller.db"))
+
 
 SCHEMA_VERSION = 2
 _APPEND_ONLY = "audit log is append-only"

@@ -9,7 +9,7 @@ from support.controller import FakeGateway, FakeSource
 from support.controller import controller_config as _cfg
 
 from serving.controller.api import ControllerAPI
-from serving.controller.decide import Policy
+from serving.controller.candidate import Policy
 from serving.controller.rules import Rule
 from serving.controller.runner import Controller
 from serving.controller.service import ControllerMetrics

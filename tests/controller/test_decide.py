@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 from pydantic import ValidationError
+from support import FakeClock
 
 from serving.config import GatewayConfig, parse_config
-from serving.controller.decide import (
+from serving.controller.candidate import (
     Action,
     CandidateState,
     Freeze,
@@ -19,16 +20,10 @@ from serving.controller.decide import (
     Record,
     Rollback,
     SetWeight,
-    abort,
     check_actions,
-    merge,
-    pause,
-    promote,
-    resume,
     revision_of,
-    step,
-    track,
 )
+from serving.controller.decide import abort, merge, pause, promote, resume, step, track
 from serving.controller.rules import Outcome
 
 P, F, N = Outcome.PASS, Outcome.FAIL, Outcome.NO_DATA
@@ -39,22 +34,12 @@ ERR = None  # the metrics source failed
 POLICY = Policy()
 
 
-class Clock:
-    """A fake clock: every tick is one analysis interval."""
-
-    def __init__(self, start: float = 1_000.0, interval: float = 60.0) -> None:
-        self.now, self.interval = start, interval
-
-    def tick(self) -> float:
-        self.now += self.interval
-        return self.now
-
-
 class Run:
     """Feeds intervals through ``step`` and keeps every action, as the controller loop would."""
 
     def __init__(self, state: CandidateState, policy: Policy = POLICY) -> None:
-        self.state, self.policy, self.clock = state, policy, Clock()
+        # Every tick of the clock is one analysis interval.
+        self.state, self.policy, self.clock = state, policy, FakeClock(1_000.0, step=60.0)
         self.actions: list[Action] = []
 
     def feed(self, intervals: Iterable[Mapping[str, Outcome] | None]) -> list[Action]:

@@ -8,7 +8,7 @@ from support.controller import FakeGateway, FakeSource
 from support.controller import controller_config as _cfg
 
 from serving.config import parse_config
-from serving.controller.decide import InvalidTransition, Phase, Policy, Promote, Rollback, SetWeight
+from serving.controller.candidate import InvalidTransition, Phase, Policy, Promote, Rollback, SetWeight
 from serving.controller.rules import Rule
 from serving.controller.runner import Controller, candidates, reweigh
 from serving.controller.store import StateStore

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
+from support import FakeClock, poll_until
 
 from serving.controller.rules import Measurement
 from serving.controller.signals import (
@@ -40,14 +41,6 @@ from serving.controller.sources import EmbeddedSource, PrometheusSource, SourceE
 from serving.metrics import PROMETHEUS_NAMES, SPECS, MetricSpec
 
 INF = math.inf
-
-
-class Clock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # -- pure math ------------------------------------------------------------------------------------
@@ -286,15 +279,15 @@ SIGNAL_LIST = list(SIGNALS)
 
 
 def test_embedded_source_measures_the_traffic_between_snapshots():
-    gw, clock = Gateway(), Clock()
+    gw, clock = Gateway(), FakeClock(0.0)
     gw.prime("w1")
     src = EmbeddedSource(gw.text, clock)
     src.scrape()
     gw.batch("w1")
-    clock.t = 10
+    clock.now = 10
     src.scrape()
     gw.batch("w2")
-    clock.t = 20
+    clock.now = 20
     src.scrape()
     want = expected(2)
     for variant in ("cand", "stable"):
@@ -306,13 +299,13 @@ def test_embedded_source_measures_the_traffic_between_snapshots():
 
 
 def test_embedded_source_reports_no_data_when_nothing_happened():
-    gw, clock = Gateway(), Clock()
+    gw, clock = Gateway(), FakeClock(0.0)
     gw.batch("w1")
     src = EmbeddedSource(gw.text, clock)
     src.scrape()
     # one snapshot is no window at all
     assert set(src.measure("cand", SIGNAL_LIST, 60, REFERENCE).values()) == {Measurement(None, 0)}
-    clock.t = 10
+    clock.now = 10
     src.scrape()
     got = src.measure("cand", SIGNAL_LIST, 60, REFERENCE)
     assert got == dict.fromkeys(SIGNAL_LIST, Measurement(None, 0))
@@ -342,10 +335,10 @@ def test_embedded_source_handles_counter_resets_and_series_born_in_the_window():
             _text(60, 5, variant_errors=3),
         ]
     )
-    clock = Clock()
+    clock = FakeClock(0.0)
     src = EmbeddedSource(lambda: next(texts), clock)
     for t in (0, 10, 20, 30):
-        clock.t = t
+        clock.now = t
         src.scrape()
     # requests: 50 + 20 + 40 = 110; failed calls: 5 + (5 + 3) + 0 = 13
     got = src.measure("cand", ["error_rate"], 60, None)["error_rate"]
@@ -354,17 +347,17 @@ def test_embedded_source_handles_counter_resets_and_series_born_in_the_window():
 
 def test_embedded_source_keeps_snapshots_for_the_retention_only():
     values = iter([0, 10, 30, 60])
-    clock = Clock()
+    clock = FakeClock(0.0)
     src = EmbeddedSource(lambda: _text(next(values), 0), clock, retention_s=100)
     for t in (0, 50, 120, 200):
-        clock.t = t
+        clock.now = t
         src.scrape()
     # the t=0 snapshot is gone; the longest window now starts at t=50 (the last one before 200 - 100)
     assert src.measure("cand", ["error_rate"], 10_000, None)["error_rate"] == Measurement(0.0, 50)
 
 
 def test_embedded_source_failures_are_source_errors_until_a_scrape_succeeds():
-    clock = Clock()
+    clock = FakeClock(0.0)
     answers: list[Callable[[], str]] = [
         lambda: _text(1, 0),
         lambda: (_ for _ in ()).throw(ConnectionRefusedError("gateway down")),
@@ -381,7 +374,7 @@ def test_embedded_source_failures_are_source_errors_until_a_scrape_succeeds():
         src.measure("cand", ["error_rate"], 60, None)
     with pytest.raises(SourceError):
         src.scrape()
-    clock.t = 10
+    clock.now = 10
     src.scrape()
     assert src.measure("cand", ["error_rate"], 60, None)["error_rate"] == Measurement(0.0, 4)
 
@@ -415,16 +408,15 @@ def _get(url: str) -> bytes | None:
 def wait_for(
     what: str, check: Callable[[], Any], timeout_s: float, proc: subprocess.Popen | None = None
 ) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """:func:`support.poll_until`, giving up at once if Prometheus (``proc``) exits meanwhile."""
+
+    def checked() -> Any:
         result = check()
-        if result:
-            return result
-        if proc is not None and proc.poll() is not None:
+        if not result and proc is not None and proc.poll() is not None:
             raise AssertionError(f"prometheus exited with {proc.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
+        return result
+
+    return poll_until(checked, timeout_s, every_s=0.1, what=what)
 
 
 @dataclass

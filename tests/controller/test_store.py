@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.controller.decide import CandidateState, Phase, Policy, abort, step, track
+from serving.controller.candidate import CandidateState, Phase, Policy
+from serving.controller.decide import abort, step, track
 from serving.controller.rules import Outcome
 from serving.controller.store import SCHEMA_VERSION, AuditEntry, StateStore, StoreError
 

@@ -12,11 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from e2e_support import CONTROLLER_PORT, METRICS_PORT, PORT, TOKEN, Gateway, PrometheusServer
+from support import poll_until
+from support.e2e import CONTROLLER_PORT, METRICS_PORT, PORT, TOKEN, Gateway, PrometheusServer
 
 
 # Module scope: each test module starts its own gateway, and the last one is stopped before the
@@ -46,13 +46,21 @@ def gateway(registry_root, tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 240
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            raise RuntimeError(f"gateway did not start:\n{(cfg_dir / 'serve.log').read_text()[-5000:]}")
-        time.sleep(0.5)
+
+    def started() -> bool:
+        if ready.exists():
+            return True
+        if proc.poll() is not None:
+            raise AssertionError(f"slimgate serve exited with {proc.returncode}")
+        return False
+
+    try:
+        poll_until(started, timeout_s=240, every_s=0.5, what="the gateway's ready file")
+    except AssertionError as err:
+        proc.kill()
+        log.close()
+        tail = (cfg_dir / "serve.log").read_text()[-5000:]
+        raise RuntimeError(f"gateway did not start ({err}):\n{tail}") from None
     gw.pid = proc.pid
     yield gw
     gw.client.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from e2e_support import TEXT_POOL
+from support import poll_until
+from support.e2e import TEXT_POOL
 
-from serving.controller.decide import Phase, Policy
+from serving.controller.candidate import Phase, Policy
 from serving.controller.rules import Rule
 from serving.controller.runner import Controller
 from serving.controller.service import RayGateway
@@ -36,6 +37,22 @@ def _with_traffic(gateway):
     return done
 
 
+# The tests tick the controller themselves, every TICK_S seconds: its analysis interval here.
+TICK_S = 2
+
+
+def _tick_until(ctl: Controller, reached, timeout_s: float, what: str):
+    """Tick ``ctl`` every TICK_S seconds until ``reached(state of the canary)``; return that state."""
+    last = [None]
+
+    def tick() -> bool:
+        last[0] = ctl.tick().get("canary")
+        return last[0] is not None and reached(last[0])
+
+    poll_until(tick, timeout_s, every_s=TICK_S, what=what, diagnose=lambda: f"last state: {last[0]!r}")
+    return last[0]
+
+
 def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, prometheus, tmp_path):
     gateway.apply(**{"variants.canary.faults": {"delay_ms": 300.0}})
     done = _with_traffic(gateway)
@@ -52,12 +69,9 @@ def test_slow_candidate_is_rolled_back_from_prometheus_latency(gateway, promethe
     )
     try:
         start = time.monotonic()
-        state = None
-        while time.monotonic() - start < 120:
-            state = ctl.tick().get("canary")
-            if state is not None and state.phase is Phase.ROLLED_BACK:
-                break
-            time.sleep(2)
+        state = _tick_until(
+            ctl, lambda s: s.phase is Phase.ROLLED_BACK, 120, "the slow canary to be rolled back"
+        )
         elapsed = time.monotonic() - start
         assert state is not None and state.phase is Phase.ROLLED_BACK, state
         running = RayGateway().current()
@@ -93,14 +107,14 @@ def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, t
     ]
     ctl = _controller(store, PrometheusSource(prometheus), Policy(passes_per_step=1), rules)
     try:
-        weights, start = [], time.monotonic()
-        while time.monotonic() - start < 150:
-            state = ctl.tick()["canary"]
+        weights = []
+
+        def promoted(state) -> bool:
             if not weights or weights[-1] != state.weight:
                 weights.append(state.weight)
-            if state.phase is Phase.PROMOTED:
-                break
-            time.sleep(2)
+            return state.phase is Phase.PROMOTED
+
+        _tick_until(ctl, promoted, 150, "the healthy canary to be promoted")
         # Starting at 0 (shadow only), one passing interval per step, none skipped.
         assert [w for w in weights if w] == [5, 25, 50, 100], weights
         running = RayGateway().current()
@@ -113,7 +127,7 @@ def test_healthy_candidate_is_promoted_through_every_step(gateway, prometheus, t
 
 
 def test_prometheus_stopped_mid_analysis_freezes_without_promoting(gateway, tmp_path):
-    from e2e_support import METRICS_PORT, PrometheusServer
+    from support.e2e import METRICS_PORT, PrometheusServer
 
     server = PrometheusServer(tmp_path / "prom", 19091, [f"127.0.0.1:{METRICS_PORT}"])
     gateway.apply(**{"routing.weights": {"stable": 95, "canary": 5}})
@@ -151,12 +165,9 @@ def test_disagreeing_candidate_is_rolled_back_on_shadow_agreement(gateway, prome
     rules = [Rule(signal="shadow_agreement", min=0.8, min_samples=5)]
     ctl = _controller(store, PrometheusSource(prometheus), Policy(failures_to_rollback=2), rules)
     try:
-        start, state = time.monotonic(), None
-        while time.monotonic() - start < 120:
-            state = ctl.tick()["canary"]
-            if state.phase is Phase.ROLLED_BACK:
-                break
-            time.sleep(2)
+        state = _tick_until(
+            ctl, lambda s: s.phase is Phase.ROLLED_BACK, 120, "the disagreeing canary to be rolled back"
+        )
         assert state is not None and state.phase is Phase.ROLLED_BACK, state
         assert "shadow_agreement" in state.last_reason
         running = RayGateway().current()
@@ -180,18 +191,22 @@ def test_controller_restarted_mid_rollout_reaches_the_same_outcome(gateway, prom
     try:
         first = _controller(StateStore(path), PrometheusSource(prometheus), Policy(passes_per_step=1), rules)
         start = time.monotonic()
-        while first.tick()["canary"].weight < 25 and time.monotonic() - start < 120:
-            time.sleep(2)
+        _tick_until(first, lambda s: s.weight >= 25, 120, "the rollout to reach 25%")
         reached = first.store.load("canary").weight
         first.store.close()
         assert reached == 25
         # A new controller process on the same state file carries on from 25%, not from scratch.
         second = _controller(StateStore(path), PrometheusSource(prometheus), Policy(passes_per_step=1), rules)
-        state = second.tick()["canary"]
-        assert state.weight >= 25
-        while state.phase is not Phase.PROMOTED and time.monotonic() - start < 240:
-            time.sleep(2)
-            state = second.tick()["canary"]
+        ticked = []
+
+        def promoted(state) -> bool:
+            if not ticked:  # its first tick
+                assert state.weight >= 25, state
+            ticked.append(state)
+            return state.phase is Phase.PROMOTED
+
+        remaining_s = 240 - (time.monotonic() - start)
+        state = _tick_until(second, promoted, remaining_s, "the restarted controller to promote the canary")
         assert state.phase is Phase.PROMOTED
         actions = [e.action for e in second.store.entries()]
         assert actions.count("track") == 1 and actions[-1] == "promote"

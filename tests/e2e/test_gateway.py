@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from e2e_support import GRPC_PORT, TOKEN, slimgate
+from support import poll_until
+from support.e2e import GRPC_PORT, TOKEN, slimgate
 
 TEXT = "a tall perennial woody plant having a main trunk and branches"
 
@@ -112,15 +113,22 @@ def test_shadow_disagreements_are_sampled_for_admins(gateway):
     try:
         # Mirrors beyond shadow.max_in_flight are dropped (a stalled shadow of the previous test may
         # still hold slots), so keep sending until five disagreements are in.
-        deadline, i = time.monotonic() + 30, 0
-        while time.monotonic() < deadline:
-            r = gateway.predict([f"{TEXT} {i}"], headers={"x-slimgate-variant": "stable"})
+        sent = [0]
+
+        def five_disagreements():
+            r = gateway.predict([f"{TEXT} {sent[0]}"], headers={"x-slimgate-variant": "stable"})
             assert r.status_code == 200
-            i += 1
+            sent[0] += 1
             body = gateway.admin("/admin/disagreements").json()
-            if body["total"] >= 5:
-                break
-            time.sleep(0.2)
+            return body if body["total"] >= 5 else None
+
+        body = poll_until(
+            five_disagreements,
+            timeout_s=30,
+            every_s=0.2,
+            what="five shadow disagreements",
+            diagnose=lambda: f"{sent[0]} requests sent, {gateway.admin('/admin/disagreements').text}",
+        )
         assert body["total"] >= 5
         sample = body["samples"][-1]
         assert sample["served_variant"] == "stable" and sample["shadow_variant"] == "shadow"
@@ -195,7 +203,12 @@ def test_a_variant_added_under_load_gets_traffic_only_once_its_replicas_are_up(g
                 "routing.weights": {"stable": 40, "canary": 30, "fresh": 30},
             }
         )
-        time.sleep(3)
+        poll_until(
+            lambda: any(variant == "fresh" for _, variant, _ in routes),
+            timeout_s=30,
+            every_s=0.2,
+            what="the added variant to answer",
+        )
     finally:
         stop.set()
         for t in threads:
@@ -209,9 +222,9 @@ def test_a_variant_added_under_load_gets_traffic_only_once_its_replicas_are_up(g
 
 
 def replica_ids() -> dict[str, set[str]]:
-    from serving import control
+    from serving import ray_rest
 
-    apps = control.status()["applications"]
+    apps = ray_rest.status()["applications"]
     return {
         name: {r["replica_id"] for d in app["deployments"].values() for r in d["replicas"]}
         for name, app in apps.items()
@@ -347,12 +360,19 @@ def test_metrics_are_exported_for_prometheus(gateway):
     for _ in range(5):
         assert gateway.predict([TEXT]).status_code == 200
     wanted = [PROMETHEUS_NAMES[n] for n in ("slimgate_requests", "slimgate_batch_size", "slimgate_weight")]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = httpx.get("http://127.0.0.1:18080/metrics", timeout=10).text
-        if all(w in text for w in wanted):
-            break
-        time.sleep(1)
+    scraped = [""]
+
+    def exported() -> str | None:
+        scraped[0] = httpx.get("http://127.0.0.1:18080/metrics", timeout=10).text
+        return scraped[0] if all(w in scraped[0] for w in wanted) else None
+
+    text = poll_until(
+        exported,
+        timeout_s=60,
+        every_s=1,
+        what="the metrics to be exported",
+        diagnose=lambda: "missing: " + ", ".join(w for w in wanted if w not in scraped[0]),
+    )
     for w in wanted:
         assert w in text, w
     requests = [line for line in text.splitlines() if line.startswith(PROMETHEUS_NAMES["slimgate_requests"])]
@@ -461,7 +481,7 @@ def test_a_variant_that_cannot_load_gets_no_traffic_and_its_apply_is_undone(gate
     import json
     import shutil
 
-    from serving import control
+    from serving import ray_rest
     from variants import Registry
 
     reg = Registry(gateway.registry)
@@ -486,7 +506,7 @@ def test_a_variant_that_cannot_load_gets_no_traffic_and_its_apply_is_undone(gate
                     failures.append(r.text)
                 done[0] += 1
 
-        before = control.status()["applications"]["slimgate"]["deployed_app_config"]
+        before = ray_rest.status()["applications"]["slimgate"]["deployed_app_config"]
         threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
@@ -504,7 +524,7 @@ def test_a_variant_that_cannot_load_gets_no_traffic_and_its_apply_is_undone(gate
         assert "variants.canary (student-int8-broken@1) is not ready" in proc.stderr
         assert "ChecksumMismatch" in proc.stderr  # the router's reason, read with the admin token
         assert "put back the previous revision" in proc.stdout
-        assert control.status()["applications"]["slimgate"]["deployed_app_config"] == before
+        assert ray_rest.status()["applications"]["slimgate"]["deployed_app_config"] == before
         assert failures == [] and done[0] > 20  # stable answered throughout
         audit = slimgate("audit").stdout
         assert "apply-failed" in audit

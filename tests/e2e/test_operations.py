@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from e2e_support import CONTROLLER_PORT, TEXT_POOL, TOKEN
+from support import poll_until
+from support.e2e import CONTROLLER_PORT, TEXT_POOL, TOKEN
 
 from serving.controller.service import RayGateway
 from serving.controller.sources import PrometheusSource
@@ -63,17 +63,6 @@ def _start_controller(prometheus: str, state, log_path):
     return proc, log
 
 
-def _wait(predicate, timeout: float, what: str, log_path=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    tail = log_path.read_text()[-4000:] if log_path else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
-
-
 def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus, tmp_path):
     drill = {
         "variants.canary.faults": {"error_rate": 0.5},
@@ -99,7 +88,7 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
     api = httpx.Client(base_url=f"http://127.0.0.1:{CONTROLLER_PORT}", timeout=60)
     try:
         # Ground truth, so that its series exist too.
-        _wait(lambda: len(served) >= 10, 60, "served answers")
+        poll_until(lambda: len(served) >= 10, timeout_s=60, every_s=1, what="served answers")
         for rid, label in served[:10]:
             fb = gateway.client.post("/v1/feedback", json={"request_id": rid, "label": label})
             assert fb.status_code == 202, fb.text
@@ -114,7 +103,13 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
             )
             return phases.get("canary") == "rolled_back"
 
-        _wait(rolled_back, 120, "the controller to roll the failing canary back", log_path)
+        poll_until(
+            rolled_back,
+            timeout_s=120,
+            every_s=1,
+            what="the controller to roll the failing canary back",
+            diagnose=lambda: log_path.read_text()[-4000:],
+        )
         running = RayGateway().current()
         assert running.routing.weights["canary"] == 0
 
@@ -126,12 +121,19 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
 
         source = PrometheusSource(prometheus)
         queries = dashboard_queries()
+        empty: list[str] = []
 
-        empty, deadline = queries, time.monotonic() + 45
-        while empty and time.monotonic() < deadline:
-            time.sleep(2)
-            empty = [q for q in queries if not source.query(q)]
-        assert not empty, "dashboard queries without series:\n" + "\n".join(empty)
+        def every_query_answered() -> bool:
+            empty[:] = [q for q in queries if not source.query(q)]
+            return not empty
+
+        poll_until(
+            every_query_answered,
+            timeout_s=45,
+            every_s=2,
+            what="every dashboard query to return series",
+            diagnose=lambda: "dashboard queries without series:\n" + "\n".join(empty),
+        )
 
         audit = subprocess.run(
             [sys.executable, "-m", "serving.cli", "audit", "--state", str(state), "--json"],
@@ -179,8 +181,9 @@ def test_report_renders_the_last_minutes_from_prometheus(gateway, prometheus, tm
     for i in range(20):
         gateway.predict([TEXT_POOL[i % len(TEXT_POOL)]])
     out = tmp_path / "report.png"
-    deadline = time.monotonic() + 30
-    while True:  # the gateway's weights reach Prometheus within a report interval or two
+    runs = []
+
+    def report_has_weights() -> bool:
         proc = subprocess.run(
             [
                 sys.executable,
@@ -200,9 +203,18 @@ def test_report_renders_the_last_minutes_from_prometheus(gateway, prometheus, tm
             text=True,
         )
         assert proc.returncode == 0, proc.stderr
-        if "Traffic weights: 0 series" not in proc.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+        runs.append(proc)
+        return "Traffic weights: 0 series" not in proc.stdout
+
+    # The gateway's weights reach Prometheus within a report interval or two.
+    poll_until(
+        report_has_weights,
+        timeout_s=30,
+        every_s=2,
+        what="the report to chart the traffic weights",
+        diagnose=lambda: runs[-1].stdout,
+    )
+    proc = runs[-1]
     assert "Traffic weights: 0 series" not in proc.stdout, proc.stdout
     assert "Latency p50 / p99: 0 series" not in proc.stdout, proc.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chart_support import load_chart
+from support.chart import load_chart
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The chart as Helm renders it: its serveConfigV2 is serving.app.serve_config of its gateway values,
+"""The chart as Helm renders it: its serveConfigV2 is serving.translation.serve_config of its gateway values,
 Ray Serve and Kubernetes accept what it renders, and every option lands where it should.
 """
 
@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import (
+from ray.serve.schema import ServeDeploySchema
+from support.chart import (
     NAMESPACE,
     VALUES_FILES,
     by_kind,
@@ -19,10 +20,9 @@ from chart_support import (
     python_serve_config,
     render,
 )
-from ray.serve.schema import ServeDeploySchema
 
-from serving.app import GRPC_SERVICER, ROUTER_ONGOING_HEADROOM
 from serving.config import canonical_dict, parse_config
+from serving.translation import GRPC_SERVICER, ROUTER_ONGOING_HEADROOM
 
 # KubeRay's RayService spec (ray.io/v1). The two *UnhealthySecondThreshold fields are deprecated
 # and ignored by current KubeRay, so the chart must not set them.

@@ -10,7 +10,7 @@ import base64
 from typing import Any
 
 import pytest
-from chart_support import NAMESPACE, by_kind, load_values, one, render
+from support.chart import NAMESPACE, by_kind, load_values, one, render
 
 from serving.config import HttpConfig, parse_config
 from serving.ray_env import ingress_env
@@ -67,7 +67,7 @@ def test_ray_token_reaches_every_ray_container_kuberay_and_the_controller(chart)
         env = env_of(container)
         assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}, group
         assert env["RAY_AUTH_TOKEN"]["valueFrom"] == ref, group
-    # The controller calls the dashboard's REST API (serving/control.py reads RAY_AUTH_TOKEN).
+    # The controller calls the dashboard's REST API (serving/ray_rest.py reads RAY_AUTH_TOKEN).
     controller = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(controller)["RAY_AUTH_TOKEN"]["valueFrom"] == ref
     assert token not in str(one(docs, "RayService"))

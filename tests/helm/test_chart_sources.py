@@ -8,18 +8,18 @@ import json
 
 import pytest
 import yaml
-from chart_support import VALUES_FILES, helm_sdk, load_values, one, render
+from support.chart import VALUES_FILES, helm_sdk, load_values, one, render
 
-from serving import chart as chart_module
 from serving.config import json_schema
 from serving.ops.assets import ALERTS, DASHBOARD
+from serving.tools import chart as chart_module
 
 
 def test_generated_chart_files_are_up_to_date():
     stale = [str(p.relative_to(chart_module.REPO_ROOT)) for p in chart_module.stale_files()]
     assert not stale, (
         f"stale generated chart files: {', '.join(stale)}. serving/config.py or serving/ops changed: "
-        "run `.venv/bin/python -m serving.chart` and commit the result."
+        "run `.venv/bin/python -m serving.tools.chart` and commit the result."
     )
 
 

@@ -9,10 +9,10 @@ import copy
 from typing import Any
 
 import pytest
-from chart_support import helm_sdk, render_error
+from support.chart import helm_sdk, render_error
 
-from serving.chart import CHART_DIR
 from serving.config import ConfigError, parse_config
+from serving.tools.chart import CHART_DIR
 
 STABLE = "student-int8"
 DEPLOYED = {"placement": "deployment"}

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import poll_until
 
-from serving import control
+from serving import ray_rest
 from serving.config import HttpConfig
-from serving.drill import SteadyLoad
 from serving.ray_env import ingress_env
+from serving.tools.drill import SteadyLoad
 
 # Ray's test cluster leaves a few log files of its nodes open; that is Ray's, not ours to fail on.
 pytestmark = pytest.mark.filterwarnings(
@@ -52,6 +53,14 @@ TEXTS = [
     "the act of running quickly",
     "a sweet food made from sugar",
 ]
+# How long the steady load runs around each fault (load durations, not synchronisation): before a
+# worker is killed, after it (how long the cluster stays short of capacity), the grace after which
+# no error may occur, and after full capacity is back; how long the controller stays down.
+BASELINE_S = 5
+AFTER_KILL_S = 30
+GRACE_S = 15
+AFTER_CAPACITY_S = 3
+CONTROLLER_DOWN_S = 15
 
 
 def _node_args() -> dict:
@@ -89,15 +98,24 @@ def cluster():
     c = Cluster(initialize_head=True, head_node_args=head)
     workers = [c.add_node(**_node_args()) for _ in range(2)]
     c.wait_for_nodes()
-    deadline = time.monotonic() + 120
-    while True:  # the dashboard answers a little after the head node is up
+    failures: list[ray_rest.ControlError] = []
+
+    def dashboard_answers() -> bool:
         try:
-            control.status(DASHBOARD)
-            break
-        except control.ControlError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+            ray_rest.status(DASHBOARD)
+        except ray_rest.ControlError as err:
+            failures.append(err)
+            return False
+        return True
+
+    # The dashboard answers a little after the head node is up.
+    poll_until(
+        dashboard_answers,
+        timeout_s=120,
+        every_s=1,
+        what="the Ray dashboard to answer",
+        diagnose=lambda: repr(failures[-1]) if failures else "",
+    )
     yield c, workers
     c.shutdown()
 
@@ -145,7 +163,7 @@ def _slimgate(*args: str, timeout: float = 600) -> str:
 
 
 def _replicas(variant: str) -> list[dict]:
-    apps = control.status(DASHBOARD).get("applications") or {}
+    apps = ray_rest.status(DASHBOARD).get("applications") or {}
     deps = (apps.get(f"variant-{variant}") or {}).get("deployments") or {}
     return [r for d in deps.values() for r in d.get("replicas", [])]
 
@@ -177,30 +195,34 @@ def test_killing_a_worker_that_hosts_a_candidate_replica(cluster, deployed):
     victim = by_id[victim_id]
     threads = 4
     with SteadyLoad(f"http://127.0.0.1:{HTTP_PORT}", TEXTS, rate=20, threads=threads) as load:
-        time.sleep(5)
+        time.sleep(BASELINE_S)  # load before the fault
         before = len(load.window(0))
         assert load.errors(0) == 0, "errors before any fault"
         killed_at = time.monotonic()
         c.remove_node(victim, allow_graceful=False)
         workers.remove(victim)
-        time.sleep(30)
+        time.sleep(AFTER_KILL_S)  # load while the cluster is a node short
         errors = load.errors(killed_at)
         served = len(load.window(killed_at))
-        late = load.errors(killed_at + 15)
+        late = load.errors(killed_at + GRACE_S)
         # The cluster is short of CPUs for the lost replicas until a node joins again.
         assert len(_running("canary")) < 2 or len(_running("stable")) < 2
         rejoined_at = time.monotonic()
         workers.append(c.add_node(**_node_args()))
-        deadline = time.monotonic() + 240
-        while len(_running("canary")) < 2 or len(_running("stable")) < 2:
-            assert time.monotonic() < deadline, (_replicas("canary"), _replicas("stable"))
-            time.sleep(2)
+        poll_until(
+            lambda: len(_running("canary")) >= 2 and len(_running("stable")) >= 2,
+            timeout_s=240,
+            every_s=2,
+            what="two running replicas of each variant again",
+            diagnose=lambda: repr((_replicas("canary"), _replicas("stable"))),
+        )
         capacity_s = time.monotonic() - rejoined_at
-        time.sleep(3)
+        time.sleep(AFTER_CAPACITY_S)  # load at full capacity again
         after_errors = load.errors(rejoined_at)
     print(
-        f"\nworker killed: {errors} client errors of {served} requests in the 30 s after "
-        f"(at most {threads} can be in flight; {before} served before); none after 15 s: {late == 0}; "
+        f"\nworker killed: {errors} client errors of {served} requests in the {AFTER_KILL_S} s after "
+        f"(at most {threads} can be in flight; {before} served before); "
+        f"none after {GRACE_S} s: {late == 0}; "
         f"full capacity {capacity_s:.1f} s after a node rejoined, {after_errors} errors meanwhile"
     )
     # Only requests in flight on the dead node may fail: the clients have at most `threads` out.
@@ -261,23 +283,29 @@ def test_killing_the_controller_mid_rollout(cluster, deployed, registry_root):
     try:
         with SteadyLoad(f"http://127.0.0.1:{HTTP_PORT}", TEXTS, rate=20, threads=4) as load:
             proc, log = start("controller-1.log")
-            deadline = time.monotonic() + 180
-            while (phase() or ("", 0))[1] < 40:
-                assert time.monotonic() < deadline, (deployed / "controller-1.log").read_text()[-3000:]
-                time.sleep(1)
+            poll_until(
+                lambda: (phase() or ("", 0))[1] >= 40,
+                timeout_s=180,
+                every_s=1,
+                what="the rollout to reach 40%",
+                diagnose=lambda: (deployed / "controller-1.log").read_text()[-3000:],
+            )
             os.killpg(proc.pid, signal.SIGKILL)  # no goodbye: the state file is all that is left
             proc.wait()
             log.close()
             down_at, held = time.monotonic(), phase()
-            time.sleep(15)
+            time.sleep(CONTROLLER_DOWN_S)  # load while the controller is down
             down_errors, down_served = load.errors(down_at), len(load.window(down_at))
             assert phase() == held  # nothing moves while it is down
             proc, log = start("controller-2.log")
-            deadline = time.monotonic() + 180
-            while (phase() or ("", 0))[0] != "promoted":
-                assert time.monotonic() < deadline, (deployed / "controller-2.log").read_text()[-3000:]
-                time.sleep(1)
-            back_s = time.monotonic() - down_at - 15
+            poll_until(
+                lambda: (phase() or ("", 0))[0] == "promoted",
+                timeout_s=180,
+                every_s=1,
+                what="the restarted controller to promote the canary",
+                diagnose=lambda: (deployed / "controller-2.log").read_text()[-3000:],
+            )
+            back_s = time.monotonic() - down_at - CONTROLLER_DOWN_S
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
             log.close()

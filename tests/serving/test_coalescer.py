@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from support import apoll_until
 
 from serving.coalescer import Coalescer
 
@@ -25,7 +26,7 @@ class Backend:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
-            await asyncio.sleep(self.delay_s)
+            await asyncio.sleep(self.delay_s)  # the backend's simulated latency
             if self.fail:
                 raise self.fail
             return np.array([[float(t.split("-")[1]), len(texts)] for t in texts])
@@ -49,7 +50,8 @@ def test_requests_queued_behind_a_running_batch_go_out_together_with_their_own_r
     async def run():
         c = Coalescer(backend, max_batch_size=4)
         first = asyncio.ensure_future(c.submit(["t-0"]))
-        await asyncio.sleep(0.001)  # t-0 is running: the next 8 queue behind it
+        # Once t-0 is running, the next 8 queue behind it.
+        await apoll_until(lambda: backend.running == 1, every_s=0, what="t-0 to be running")
         rest = await asyncio.gather(*(c.submit([f"t-{i}"]) for i in range(1, 9)))
         return [await first, *rest]
 
@@ -90,7 +92,7 @@ def test_waiting_for_company_fills_a_batch():
         c = Coalescer(backend, max_batch_size=4, wait_s=0.2)
 
         async def late(i):
-            await asyncio.sleep(0.01 * i)
+            await asyncio.sleep(0.01 * i)  # callers arriving one after another (the behaviour under test)
             return await c.submit([f"t-{i}"])
 
         await asyncio.gather(*(late(i) for i in range(4)))
@@ -120,10 +122,10 @@ def test_a_caller_that_gave_up_is_dropped_from_the_queue():
     async def run():
         c = Coalescer(backend, max_batch_size=8)
         first = asyncio.ensure_future(c.submit(["t-0"]))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one pass of the event loop: t-0 is queued
         abandoned = asyncio.ensure_future(c.submit(["t-1"]))
         kept = asyncio.ensure_future(c.submit(["t-2"]))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one pass: t-0 goes out alone, t-1 and t-2 queue behind it
         abandoned.cancel()
         await asyncio.gather(first, kept)
 

@@ -15,7 +15,6 @@ from serving.config import (
     load_config,
     parse_config,
     pin_refs,
-    resolve_admin_token,
 )
 from variants.registry import Gate, Registry
 
@@ -183,25 +182,6 @@ def test_header_names_are_case_insensitive():
     assert parse_config(_with("routing.pin_header", None)).routing.pin_header is None
 
 
-def test_deployment_options():
-    cfg = parse_config(_with("variants.stable.autoscaling", {"min_replicas": 1, "max_replicas": 3}))
-    opts = cfg.variants["stable"].deployment_options()
-    assert opts["autoscaling_config"] == {
-        "min_replicas": 1,
-        "max_replicas": 3,
-        "target_ongoing_requests": 2.0,
-    }
-    assert "num_replicas" not in opts
-    # A replica must be allowed to hold a full batch, or batching never fills.
-    assert opts["max_ongoing_requests"] >= cfg.variants["stable"].batching.max_batch_size
-    opts = (
-        parse_config(_with("variants.canary.resources", {"num_cpus": 2.0, "num_gpus": 0.5}))
-        .variants["canary"]
-        .deployment_options()
-    )
-    assert opts["num_replicas"] == 1 and opts["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.5}
-
-
 # -- the default config, loading, schema -------------------------------------------------------
 def test_default_config_validates():
     cfg = load_config()
@@ -270,18 +250,6 @@ def test_revision_does_not_depend_on_the_inline_token():
     assert config_revision(a) == config_revision(b) == config_revision(parse_config(_base()))
     assert "s3cret" not in repr(a)
     assert diff(a, b).paths == ("admin.token",) and diff(a, b).lightweight
-
-
-# -- the admin token ---------------------------------------------------------------------------
-def test_admin_token_resolution():
-    cfg = parse_config(_with("admin.token", "inline-token"))
-    assert resolve_admin_token(cfg, {}) == "inline-token"
-    assert resolve_admin_token(cfg, {"SLIMGATE_ADMIN_TOKEN": "from-env"}) == "from-env"
-    assert resolve_admin_token(cfg, {"SLIMGATE_ADMIN_TOKEN": "  "}) == "inline-token"
-    none = parse_config(_with("admin.token_env", "GW_TOKEN"))
-    with pytest.raises(ConfigError, match=r"admin: no admin token configured: set \$GW_TOKEN"):
-        none.admin.resolve_token({})
-    assert none.admin.resolve_token({"GW_TOKEN": "t"}) == "t"
 
 
 # -- diff --------------------------------------------------------------------------------------
@@ -464,7 +432,7 @@ def test_gateway_config_is_the_schema_source():
 
 
 def test_apply_summary_names_an_added_or_removed_variant_once():
-    from serving.commands import summarize_paths
+    from serving.deployer import summarize_paths
 
     old = parse_config(_base())
     data = _with("variants.fresh", {"ref": "student-int8@1"})

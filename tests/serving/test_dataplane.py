@@ -6,12 +6,12 @@ import asyncio
 import random
 
 import pytest
-from support import LABELS, FakeVariant, MemorySink
+from support import LABELS, FakeVariant, MemorySink, apoll_until
 
 from serving.config import parse_config
 from serving.dataplane import Dataplane, RouteTable
+from serving.errors_and_auth import ApiError
 from serving.metrics import GatewayMetrics
-from serving.requests import ApiError
 
 
 def _cfg(**over):
@@ -130,7 +130,7 @@ def test_answers_are_recorded_for_metrics_and_feedback():
 def test_shadow_is_mirrored_compared_and_capped():
     async def run(dp, n):
         out = [await dp.serve(dp.current(), ["t"], f"r{i}", pinned="stable") for i in range(n)]
-        await asyncio.sleep(0.05)  # let the mirrored calls finish
+        await apoll_until(lambda: not dp.mirror._tasks, what="the mirrored calls to finish")
         return out
 
     dp, clients, sink = _plane(_cfg(**{"shadow.fraction": 1.0, "shadow.max_in_flight": 8}))
@@ -163,7 +163,7 @@ def test_shadow_is_mirrored_compared_and_capped():
 def test_a_shadow_failure_never_reaches_the_client():
     async def run(dp):
         s = await dp.serve(dp.current(), ["t"], "r", pinned="stable")
-        await asyncio.sleep(0.02)
+        await apoll_until(lambda: not dp.mirror._tasks, what="the mirrored call to finish")
         return s
 
     failing = FakeVariant("shadow", 2)

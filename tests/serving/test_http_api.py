@@ -14,7 +14,8 @@ from support import LABELS, FakeVariant, MemorySink
 from serving.admission import AdmissionControl
 from serving.config import parse_config
 from serving.dataplane import Dataplane, RouteTable
-from serving.http_api import AdminToken, HttpApi
+from serving.errors_and_auth import AdminToken
+from serving.http_api import HttpApi
 from serving.metrics import GatewayMetrics
 
 TOKEN = "s3cret"

@@ -12,7 +12,7 @@ from tritonclient.http._utils import _get_inference_request
 
 from serving import oip
 from serving.config import LimitsConfig
-from serving.requests import ApiError
+from serving.errors_and_auth import ApiError
 
 LIMITS = LimitsConfig(max_inputs=3, max_chars=10)
 

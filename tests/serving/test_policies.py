@@ -174,7 +174,7 @@ def test_limiter_in_asyncio_never_blocks():
 
     async def shadow_call():
         try:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a shadow call's simulated latency: the slots stay taken meanwhile
         finally:
             lim.release()
 

@@ -1,7 +1,8 @@
 import pytest
 
 from serving.config import LimitsConfig
-from serving.requests import ApiError, decode_json, parse_predict
+from serving.errors_and_auth import ApiError
+from serving.requests import decode_json, parse_predict
 
 LIMITS = LimitsConfig(max_inputs=3, max_chars=10)
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from support import LABELS, MemorySink, one_hot
+from support import LABELS, MemorySink, apoll_until, one_hot
 
 from serving.config import VariantSpec
 from serving.faults import InjectedFault
@@ -131,10 +131,7 @@ def test_remote_variant_is_ready_once_its_replicas_answer_and_learns_what_they_s
 
     async def run():
         v.start_warming(retry_s=0.01)
-        for _ in range(100):
-            if v.ready:
-                break
-            await asyncio.sleep(0.01)
+        await apoll_until(lambda: v.ready, timeout_s=1.0, what="the remote variant to be ready")
         return await v.predict(["a"], 1.0)
 
     answer = asyncio.run(run())
@@ -151,7 +148,7 @@ def test_remote_requests_are_coalesced_two_calls_per_replica():
             calls.append(len(texts))
 
             async def answer():
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # the replica's simulated latency, so that requests queue
                 return {"probabilities": one_hot(1, len(texts)), "name": "remote", "version": 2}
 
             return Response(answer())

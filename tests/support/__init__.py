@@ -1,8 +1,13 @@
-"""What unit tests share: a clock, a deadline poller, and small fakes of the gateway's ports.
+"""What tests share: a clock, a deadline poller, and small fakes of the gateway's ports.
 
 Fakes are passed in through constructors (never patched into modules): a :class:`FakeClock`
 for anything that reads time, a :class:`MemorySink` for metrics, :class:`FakeVariant` for a
-variant the dataplane calls.
+variant the dataplane calls. Tests wait for something to happen with :func:`poll_until` (or
+:func:`apoll_until` inside a coroutine), never with a fixed sleep.
+
+The other modules here: ``support.controller`` (fakes of the rollout controller's ports),
+``support.e2e`` (the end-to-end gateway config and client), ``support.chart`` (rendering the Helm
+chart with Helm's engine).
 """
 
 from __future__ import annotations
@@ -22,16 +27,22 @@ LABELS = ("noun.animal", "noun.artifact", "noun.plant")
 
 
 class FakeClock:
-    """A clock that moves only when told to."""
+    """A clock that moves only when told to: :meth:`advance`, :meth:`tick`, or by setting ``now``."""
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0, step: float = 1.0) -> None:
         self.now = start
+        self.step = step
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def tick(self) -> float:
+        """Move on one ``step`` (say, one analysis interval) and return the new time."""
+        self.now += self.step
+        return self.now
 
 
 class TickingClock:
@@ -46,16 +57,57 @@ class TickingClock:
         return self.t
 
 
-def poll_until(condition: Callable[[], Any], timeout_s: float = 10.0, every_s: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test at the deadline."""
+def _timed_out(timeout_s: float, what: str, value: Any, diagnose: Callable[[], str] | None) -> AssertionError:
+    message = f"timed out after {timeout_s} s waiting for {what} (last value: {value!r})"
+    if diagnose is not None:
+        message += f"\n{diagnose()}"
+    return AssertionError(message)
+
+
+def poll_until(
+    condition: Callable[[], Any],
+    timeout_s: float = 10.0,
+    every_s: float = 0.05,
+    *,
+    what: str = "the condition",
+    diagnose: Callable[[], str] | None = None,
+) -> Any:
+    """Call ``condition`` until it returns something truthy, and return that; fail at the deadline.
+
+    It is called at once, then every ``every_s`` seconds. At the deadline the test fails with an
+    AssertionError naming ``what`` and the last value, followed by what ``diagnose`` returns (a
+    log tail, say). A condition that knows the wait is hopeless (the process exited) raises.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s (last value: {value!r})")
+            raise _timed_out(timeout_s, what, value, diagnose)
         time.sleep(every_s)
+
+
+async def apoll_until(
+    condition: Callable[[], Any],
+    timeout_s: float = 10.0,
+    every_s: float = 0.01,
+    *,
+    what: str = "the condition",
+    diagnose: Callable[[], str] | None = None,
+) -> Any:
+    """:func:`poll_until` inside a coroutine: the event loop runs the other tasks between calls.
+
+    ``every_s=0`` checks after every pass of the event loop.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise _timed_out(timeout_s, what, value, diagnose)
+        await asyncio.sleep(every_s)
 
 
 class MemorySink:
@@ -116,6 +168,7 @@ class FakeVariant:
     async def predict(self, texts: list[str], timeout_s: float) -> Answer:
         self.calls.append(list(texts))
         if self.delay_s:
+            # The variant's simulated latency (what a test stalls it with), not synchronisation.
             await asyncio.wait_for(asyncio.sleep(self.delay_s), timeout_s)
         if self.fail is not None:
             raise self.fail

@@ -26,9 +26,9 @@ class FakeGateway:
     def current(self):
         return self.cfg
 
-    def apply(self, cfg):
-        self.applied.append(cfg)
-        self.cfg = cfg
+    def set_routes(self, routes):
+        self.cfg = routes.applied_to(self.cfg)
+        self.applied.append(self.cfg)
 
 
 class FakeSource:

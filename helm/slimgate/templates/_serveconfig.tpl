@@ -1,5 +1,5 @@
 {{/*
-The Ray Serve config of the gateway: the mirror of serving/app.py:serve_config, held equal to it by
+The Ray Serve config of the gateway: the mirror of serving/translation.py:serve_config, held equal to it by
 tests/helm (the router's user_config.gateway is compared after serving.config.parse_config, so
 it carries the gateway values as given and the router fills in the defaults).
 
@@ -7,7 +7,7 @@ The router application `slimgate` on route prefix /, which also loads every vari
 router (placement: router, the default) from its user_config, plus one application per variant
 with `placement: deployment` (`variant-<key>`), whose args are what its replicas load. Defaults of
 fields a values file leaves out come from files/gateway-defaults.yaml, generated from
-serving.config; the router's constants (ROUTER_ONGOING_HEADROOM, GRPC_SERVICER) are serving/app.py's.
+serving.config; the router's constants (ROUTER_ONGOING_HEADROOM, GRPC_SERVICER) are serving/translation.py's.
 */}}
 {{- define "slimgate.serveConfig" -}}
 {{- $d := include "slimgate.gatewayDefaults" . | fromYaml -}}
@@ -29,13 +29,22 @@ serving.config; the router's constants (ROUTER_ONGOING_HEADROOM, GRPC_SERVICER) 
 {{- $apps := list (dict
       "name" "slimgate"
       "route_prefix" "/"
-      "import_path" "serving.app:router_app"
+      "import_path" "serving.ray_apps:router_app"
       "args" (dict)
       "deployments" (list $router)) -}}
 {{- range $key, $spec := $gw.variants -}}
 {{- $v := mustMergeOverwrite (deepCopy $d.variant) (deepCopy $spec) -}}
 {{- /* A variant placed in the router has no application of its own. */ -}}
 {{- if eq $v.placement "deployment" -}}
+{{- /* args and user_config take the fields files/gateway-defaults.yaml lists (their change-cost tags). */ -}}
+{{- $live := dict -}}
+{{- range $f := $d.variant_app.user_config -}}
+{{- $_ := set $live $f (index $v $f) -}}
+{{- end -}}
+{{- $args := dict "key" $key "registry" $gw.registry -}}
+{{- range $f := $d.variant_app.args -}}
+{{- $_ := set $args $f (index $v $f) -}}
+{{- end -}}
 {{- $actor := dict "num_cpus" $v.resources.num_cpus -}}
 {{- if not (kindIs "invalid" $v.resources.num_gpus) -}}
 {{- $_ := set $actor "num_gpus" $v.resources.num_gpus -}}
@@ -44,7 +53,7 @@ serving.config; the router's constants (ROUTER_ONGOING_HEADROOM, GRPC_SERVICER) 
       "name" "Variant"
       "max_ongoing_requests" (max 32 (mul 2 $v.batching.max_batch_size))
       "ray_actor_options" $actor
-      "user_config" (dict "batching" $v.batching "faults" $v.faults)
+      "user_config" $live
       "health_check_timeout_s" 60
       "graceful_shutdown_timeout_s" 30 -}}
 {{- if not (kindIs "invalid" $v.max_queued_requests) -}}
@@ -55,11 +64,10 @@ serving.config; the router's constants (ROUTER_ONGOING_HEADROOM, GRPC_SERVICER) 
 {{- else -}}
 {{- $_ := set $deployment "num_replicas" ($v.replicas | default 1) -}}
 {{- end -}}
-{{- $args := dict "key" $key "ref" $v.ref "registry" $gw.registry "threads" $v.threads "backend" $v.backend -}}
 {{- $apps = append $apps (dict
       "name" (printf "variant-%s" $key)
       "route_prefix" nil
-      "import_path" "serving.app:variant_app"
+      "import_path" "serving.ray_apps:variant_app"
       "args" $args
       "deployments" (list $deployment)) -}}
 {{- end -}}

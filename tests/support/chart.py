@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from serving.app import serve_config
-from serving.chart import CHART_DIR, REPO_ROOT
+from serving.tools.chart import CHART_DIR, REPO_ROOT
+from serving.translation import serve_config
 
-HERE = Path(__file__).resolve().parent
+# The chart tests' own values files sit with them in tests/helm.
+HELM_TESTS = Path(__file__).resolve().parents[1] / "helm"
 VALUES_FILES = {
     "default": None,
-    "full": HERE / "values-full.yaml",
+    "full": HELM_TESTS / "values-full.yaml",
     "canary-example": REPO_ROOT / "helm" / "examples" / "values-canary.yaml",
     "object-store-example": REPO_ROOT / "helm" / "examples" / "values-object-store.yaml",
 }
@@ -76,7 +77,7 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def python_serve_config(cfg) -> dict[str, Any]:
-    """serving.app.serve_config without the registry (its signature is changing: both forms work)."""
+    """serving.translation.serve_config without the registry (its signature is changing: both forms work)."""
     if "check_registry" in inspect.signature(serve_config).parameters:
         return serve_config(cfg, check_registry=False)
     return serve_config(cfg)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from serving import commands as gateway_commands
-from serving import report
+from serving.cli import controller as controller_cli
+from serving.cli import gateway as gateway_commands
 from serving.config import ConfigError
-from serving.control import ControlError
-from serving.controller import cli as controller_cli
-from serving.report import ReportError
+from serving.launcher import run_gateway
+from serving.ray_rest import ControlError
+from serving.tools import report
+from serving.tools.report import ReportError
 from variants import cli as variants_cli
 from variants.recipe import RecipeError
 from variants.registry import RegistryError
@@ -45,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from serving.config import load_config
-    from serving.demo import live_rollout, show_traffic
+    from serving.tools.demo import live_rollout, show_traffic
 
     if args.registry:
         os.environ["SLIMGATE_REGISTRY"] = str(args.registry)  # the gateway's replicas read the same root
@@ -64,7 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not args.no_drill:
             live_rollout(url, args.metrics_port, Path(args.workdir))
 
-    gateway_commands.run_gateway(
+    run_gateway(
         cfg,
         args.metrics_port,
         on_ready=on_ready,

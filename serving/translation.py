@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.config import GatewayConfig, canonical_dict, config_revision, parse_config
+from serving.config import GatewayConfig, VariantSpec, canonical_dict, config_revision, parse_config
+from serving.config.base import ARTIFACT, LIVE, fields_costing
+from serving.config.variant import DEPLOYMENT_ONLY
 from serving.names import ROUTER_APP, ROUTER_DEPLOYMENT, VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 
 # Ray Serve imports this at start-up to register the inference protocol's gRPC service
@@ -35,25 +37,11 @@ GRPC_SERVICER = "serving.oip_grpc.add_servicer"
 # that Ray never queues a request in front of the router's own admission control.
 ROUTER_ONGOING_HEADROOM = 32
 
-
-def router_app(args: dict[str, Any]):
-    """Import path of the router application (its settings arrive as user_config)."""
-    from ray import serve
-
-    from serving.router import Router
-
-    return serve.deployment(Router, name=ROUTER_DEPLOYMENT).bind()
-
-
-def variant_app(args: dict[str, Any]):
-    """Import path of one variant's application; ``args`` are its restart-worthy identity."""
-    from ray import serve
-
-    from serving.replica import VariantReplica
-
-    return serve.deployment(VariantReplica, name=VARIANT_DEPLOYMENT).bind(
-        args["key"], args["ref"], args.get("registry"), int(args.get("threads", 1)), args.get("backend")
-    )
+# Read from the change-cost tags: what a variant's replicas load is its application's args (Ray
+# Serve restarts an application whose args change); what they may change live is user_config
+# (delivered to reconfigure()); the deployment options are Ray Serve's own.
+VARIANT_ARGS = fields_costing(VariantSpec, ARTIFACT)
+VARIANT_USER_CONFIG = tuple(f for f in fields_costing(VariantSpec, LIVE) if f not in DEPLOYMENT_ONLY)
 
 
 def serve_config(cfg: GatewayConfig) -> dict:
@@ -64,7 +52,7 @@ def serve_config(cfg: GatewayConfig) -> dict:
         {
             "name": ROUTER_APP,
             "route_prefix": "/",
-            "import_path": "serving.app:router_app",
+            "import_path": "serving.ray_apps:router_app",
             "args": {},
             "deployments": [
                 {
@@ -83,38 +71,8 @@ def serve_config(cfg: GatewayConfig) -> dict:
         }
     ]
     for key, spec in sorted(cfg.variants.items()):
-        if spec.in_router:
-            continue
-        opts = spec.deployment_options()
-        deployment: dict[str, Any] = {
-            "name": VARIANT_DEPLOYMENT,
-            "max_ongoing_requests": opts["max_ongoing_requests"],
-            **({"max_queued_requests": opts["max_queued_requests"]} if "max_queued_requests" in opts else {}),
-            "ray_actor_options": opts["ray_actor_options"],
-            "user_config": {"batching": spec.batching.model_dump(), "faults": spec.faults.model_dump()},
-            # A replica is healthy only once it has loaded and warmed up; big models need time.
-            "health_check_timeout_s": 60,
-            "graceful_shutdown_timeout_s": 30,
-        }
-        if "autoscaling_config" in opts:
-            deployment["autoscaling_config"] = opts["autoscaling_config"]
-        else:
-            deployment["num_replicas"] = opts["num_replicas"]
-        apps.append(
-            {
-                "name": VARIANT_APP_PREFIX + key,
-                "route_prefix": None,
-                "import_path": "serving.app:variant_app",
-                "args": {
-                    "key": key,
-                    "ref": spec.ref,
-                    "registry": registry,
-                    "threads": spec.threads,
-                    "backend": spec.backend,
-                },
-                "deployments": [deployment],
-            }
-        )
+        if not spec.in_router:
+            apps.append(_variant_app(key, spec, registry))
     out: dict[str, Any] = {
         "proxy_location": "HeadOnly",
         "http_options": {
@@ -139,3 +97,43 @@ def gateway_from_serve_config(serve_cfg: dict[str, Any]) -> tuple[dict[str, Any]
                 if "gateway" in uc:
                     return uc["gateway"], config_revision(parse_config(uc["gateway"], "the running gateway"))
     return None
+
+
+def deployment_options(spec: VariantSpec) -> dict[str, Any]:
+    """Ray Serve's options for the deployment of a variant with replicas of its own."""
+    actor: dict[str, Any] = {"num_cpus": spec.resources.num_cpus}
+    if spec.resources.num_gpus is not None:
+        actor["num_gpus"] = spec.resources.num_gpus
+    opts: dict[str, Any] = {
+        "ray_actor_options": actor,
+        # Ray's default (5) would cap a replica below one full batch; allow one batch running
+        # and one filling, and never so few that callers fall into Ray's retry backoff
+        # (with batching off, 2 in flight would throttle a replica to a trickle).
+        "max_ongoing_requests": max(32, 2 * spec.batching.max_batch_size),
+    }
+    if spec.max_queued_requests is not None:
+        opts["max_queued_requests"] = spec.max_queued_requests
+    if spec.autoscaling is not None:
+        opts["autoscaling_config"] = spec.autoscaling.model_dump()
+    else:
+        opts["num_replicas"] = spec.replicas or 1
+    return opts
+
+
+def _variant_app(key: str, spec: VariantSpec, registry: str | None) -> dict[str, Any]:
+    live = spec.model_dump(mode="json", include=set(VARIANT_USER_CONFIG))
+    deployment: dict[str, Any] = {
+        "name": VARIANT_DEPLOYMENT,
+        **deployment_options(spec),
+        "user_config": live,
+        # A replica is healthy only once it has loaded and warmed up; big models need time.
+        "health_check_timeout_s": 60,
+        "graceful_shutdown_timeout_s": 30,
+    }
+    return {
+        "name": VARIANT_APP_PREFIX + key,
+        "route_prefix": None,
+        "import_path": "serving.ray_apps:variant_app",
+        "args": {"key": key, "registry": registry, **spec.model_dump(mode="json", include=set(VARIANT_ARGS))},
+        "deployments": [deployment],
+    }

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.config import GatewayConfig, parse_config
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -84,30 +82,16 @@ class SteadyLoad:
         return sum(1 for s in self.window(start, end) if s.status != 200)
 
 
-def with_changes(cfg: GatewayConfig, **paths: object) -> GatewayConfig:
-    """``cfg`` with dotted paths set (``{"variants.canary.faults": {...}}`` as keyword ``**{...}``)."""
-    data = cfg.model_dump(mode="json")
-    if cfg.admin.token is not None:
-        data["admin"]["token"] = cfg.admin.token.get_secret_value()
-    for path, value in paths.items():
-        node = data
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return parse_config(data, "drill")
-
-
 class ControllerThread:
     """``slimgate controller run`` in a thread of this process, on the given metrics source."""
 
     def __init__(self, source, state: Path, dashboard: str | None = None) -> None:
-        from serving import control
+        from serving import ray_rest
         from serving.controller.service import ControllerMetrics, build
 
         self.metrics = ControllerMetrics()
         self.ctl = build(
-            source, state, dashboard=dashboard or control.DEFAULT_DASHBOARD, metrics=self.metrics
+            source, state, dashboard=dashboard or ray_rest.DEFAULT_DASHBOARD, metrics=self.metrics
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -159,7 +143,7 @@ def watch(
 
 def running_revision(variant: str) -> str:
     """The revision (as the controller tracks it) of ``variant`` in the running gateway's config."""
-    from serving.controller.decide import revision_of
+    from serving.controller.candidate import revision_of
     from serving.controller.service import RayGateway
 
     return revision_of(RayGateway().current(), variant)

@@ -85,14 +85,14 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     Metrics come from a real Prometheus when the machine has one (``scripts/bootstrap.sh``
     installs it), else from the gateway's own metrics endpoint: the same signals either way.
     """
-    from serving.commands import apply_config
-    from serving.config import parse_config
-    from serving.controller.cli import cmd_audit, fetch_text, start_scraping
-    from serving.controller.decide import Phase
+    from serving.cli.controller import cmd_audit, fetch_text, start_scraping
+    from serving.config import REMOVE
+    from serving.controller.candidate import Phase
     from serving.controller.service import RayGateway
     from serving.controller.sources import EmbeddedSource, PrometheusSource
-    from serving.drill import ControllerThread, SteadyLoad, running_revision, watch, with_changes
+    from serving.deployer import apply_config
     from serving.ops import local_prometheus
+    from serving.tools.drill import ControllerThread, SteadyLoad, running_revision, watch
     from variants import Registry
     from variants.dataset import load_dataset
 
@@ -149,9 +149,8 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
             time.sleep(policy.interval_s * 2)  # the controller starts tracking the candidates
             print(f"\n1. {canary} (canary at {cfg.routing.weights[canary]}%) slows down: 400 ms injected")
             t0 = time.monotonic()
-            slow = with_changes(
-                cfg,
-                **{f"variants.{canary}.faults": {"delay_ms": 400.0}, "rollout.window_s": window},
+            slow = cfg.with_changes(
+                {f"variants.{canary}.faults": {"delay_ms": 400.0}, "rollout.window_s": window}
             )
             apply_config(slow, actor="demo", state=state, echo=lambda m: print("   " + m))
             rev = running_revision(canary)
@@ -171,16 +170,18 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
                 return
             name, ref = candidate
             running = RayGateway().current()
-            data = running.model_dump(mode="json")
-            data["variants"].pop(canary)  # frees its share of the router for the new candidate
-            data["variants"][name] = {"ref": ref, "threads": 1}
             first = policy.steps[0]
-            data["routing"]["weights"] = {stable: 100 - first, name: first}
+            fresh = running.with_changes(
+                {
+                    f"variants.{canary}": REMOVE,  # frees its share of the router for the new candidate
+                    f"variants.{name}": {"ref": ref, "threads": 1},
+                    "routing.weights": {stable: 100 - first, name: first},
+                },
+                "demo",
+            )
             print(f"\n2. a new candidate, {ref}, starts at {first}% and earns each step")
             t1 = time.monotonic()
-            apply_config(
-                parse_config(data, "demo"), actor="demo", state=state, echo=lambda m: print("   " + m)
-            )
+            apply_config(fresh, actor="demo", state=state, echo=lambda m: print("   " + m))
             done, took = watch(
                 ctl.ctl, name, lambda s: s.phase in (Phase.PROMOTED, Phase.ROLLED_BACK), 300, show, since=t1
             )

@@ -12,9 +12,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from serving import control
-
-DEFAULT_STATE = Path(os.environ.get("SLIMGATE_STATE", Path.home() / ".local/share/slimgate/controller.db"))
+from serving import ray_rest
+from serving.controller.store import default_state_path
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -34,12 +33,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--window", type=float, default=None, help="seconds of metrics judged (default: rollout.window_s)"
     )
-    r.add_argument("--state", type=Path, default=DEFAULT_STATE, help="SQLite state and audit file")
+    r.add_argument("--state", type=Path, default=default_state_path(), help="SQLite state and audit file")
     r.add_argument(
         "--metrics-port", type=int, default=9102, help="port of the controller's /metrics and admin API"
     )
     r.add_argument("--host", default="127.0.0.1", help="address the metrics and admin API bind to")
-    r.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD))
+    r.add_argument("--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", ray_rest.DEFAULT_DASHBOARD))
     r.set_defaults(func=cmd_run)
 
     for command, what in (
@@ -50,15 +49,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ):
         o = sub.add_parser(command, help=what)
         o.add_argument("variant")
-        o.add_argument("--state", type=Path, default=DEFAULT_STATE)
+        o.add_argument("--state", type=Path, default=default_state_path())
         o.add_argument("--actor", default=os.environ.get("USER", "operator"))
         o.add_argument(
-            "--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", control.DEFAULT_DASHBOARD)
+            "--dashboard", default=os.environ.get("RAY_DASHBOARD_ADDRESS", ray_rest.DEFAULT_DASHBOARD)
         )
         o.set_defaults(func=cmd_operate, command=command)
 
     a = sub.add_parser("audit", help="the append-only record of every step, promotion and rollback")
-    a.add_argument("--state", type=Path, default=DEFAULT_STATE)
+    a.add_argument("--state", type=Path, default=default_state_path())
     a.add_argument("--limit", type=int, default=50)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_audit)
@@ -110,7 +109,7 @@ def start_scraping(source, stop: threading.Event, every_s: float) -> threading.T
 
 
 def cmd_operate(args: argparse.Namespace) -> int:
-    from serving.controller.decide import InvalidTransition
+    from serving.controller.candidate import InvalidTransition
     from serving.controller.service import build
 
     # Operator commands judge nothing, so they need no metrics source.

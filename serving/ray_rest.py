@@ -14,12 +14,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from serving.errors_and_auth import Refusal
+
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 API = "/api/serve/applications/"
 
 
-class ControlError(RuntimeError):
+class ControlError(Refusal, RuntimeError):
     """The Ray cluster could not be reached or refused a request."""
+
+    status_code = 503
+    error_code = "gateway_unreachable"
 
 
 def _ray_auth_headers() -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 from ray.serve.schema import ServeDeploySchema
 
-from serving.app import gateway_from_serve_config, serve_config
 from serving.config import config_revision, diff, load_config, parse_config
+from serving.translation import deployment_options, gateway_from_serve_config, serve_config
 
 
 def _cfg(**routing):
@@ -22,7 +22,7 @@ def test_serve_config_is_valid_for_ray_serve():
     # Variants placed in the router have no application of their own.
     assert names == ["slimgate", *[f"variant-{k}" for k in own]]
     router = out["applications"][0]
-    assert router["route_prefix"] == "/" and router["import_path"] == "serving.app:router_app"
+    assert router["route_prefix"] == "/" and router["import_path"] == "serving.ray_apps:router_app"
     assert all(a["route_prefix"] is None for a in out["applications"][1:])
 
 
@@ -105,3 +105,22 @@ def test_router_replicas_and_cpus_come_from_the_config():
     assert router["num_replicas"] == 2 and router["ray_actor_options"] == {"num_cpus": 0.5}
     more = parse_config({**base, "router": {"replicas": 3, "num_cpus": 0.5}})
     assert diff(cfg, more).rescale == {"(router)"} and not diff(cfg, more).restart
+
+
+def test_deployment_options():
+    base = load_config().with_changes({"variants.teacher-int8.placement": "deployment"})
+    spec = base.with_changes(
+        {"variants.teacher-int8.autoscaling": {"min_replicas": 1, "max_replicas": 3}}
+    ).variants["teacher-int8"]
+    opts = deployment_options(spec)
+    assert opts["autoscaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 2.0,
+    }
+    assert "num_replicas" not in opts
+    # A replica must be allowed to hold a full batch, or batching never fills.
+    assert opts["max_ongoing_requests"] >= spec.batching.max_batch_size
+    gpu = base.with_changes({"variants.teacher-int8.resources": {"num_cpus": 2.0, "num_gpus": 0.5}})
+    opts = deployment_options(gpu.variants["teacher-int8"])
+    assert opts["num_replicas"] == 1 and opts["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.5}

@@ -1,0 +1,78 @@
+"""``slimgate serve``: a Ray cluster of one host, the gateway deployed on it, served until stopped.
+
+Everything Ray starts listens on loopback (:mod:`serving.ray_env`); only the gateway's own port
+binds ``http.host``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from serving import ray_rest
+from serving.config import GatewayConfig, pin_refs
+from serving.ray_env import single_host_env, stop_haproxy
+from serving.translation import serve_config
+
+
+def run_gateway(
+    cfg: GatewayConfig, metrics_port: int, on_ready: Callable[[str], None] | None = None, block: bool = True
+) -> None:
+    """Start a local Ray cluster, deploy the gateway, call ``on_ready(url)``, then serve until stopped.
+
+    Everything Ray starts listens on loopback only; the gateway's own port binds ``http.host``.
+    """
+    cfg = pin_refs(cfg)  # refuses a config whose variants are missing or not deployable
+    serve_cfg = serve_config(cfg)
+    if cfg.http.ingress == "haproxy":
+        # Replicas' own HTTP servers bind this address; HAProxy's listener for clients is moved to
+        # http.host by the wrapper (serving.ray_env), so only the gateway's port can be public.
+        serve_cfg["http_options"]["host"] = "127.0.0.1"
+    token_env = cfg.admin.token_env
+    if not (os.environ.get(token_env) or cfg.admin.token):
+        os.environ[token_env] = secrets.token_urlsafe(24)
+        print(f"admin token (set ${token_env} to choose your own): {os.environ[token_env]}")
+    runtime_dir = Path(tempfile.mkdtemp(prefix="slimgate-"))
+    os.environ.update(single_host_env(cfg, runtime_dir))
+    import ray
+    from ray import serve
+
+    # Replicas inherit this process's environment (the admin token, the ingress mode) from the
+    # local raylet.
+    ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 2000},
+        log_to_driver=False,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        ray_rest.deploy(serve_cfg)
+        ray_rest.wait_running(serve_cfg)
+        url = f"http://{cfg.http.host}:{cfg.http.port}"
+        print(f"slimgate gateway serving at {url} (metrics: http://127.0.0.1:{metrics_port}/metrics)")
+        print(
+            f"  curl -s {url}/v1/predict -H 'content-type: application/json' "
+            '-d \'{"inputs": ["a large tree with hard wood"]}\''
+        )
+        if on_ready:
+            on_ready(url)
+        while block and not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("slimgate: stopping the gateway", file=sys.stderr)
+        serve.shutdown()
+        ray.shutdown()
+        stop_haproxy(runtime_dir)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
