@@ -18,6 +18,7 @@ from pathlib import Path
 
 from serving import ray_rest
 from serving.config import GatewayConfig, pin_refs
+from serving.errors_and_auth import resolve_admin_token
 from serving.ray_env import single_host_env, stop_haproxy
 from serving.translation import serve_config
 
@@ -36,7 +37,7 @@ def run_gateway(
         # http.host by the wrapper (serving.ray_env), so only the gateway's port can be public.
         serve_cfg["http_options"]["host"] = "127.0.0.1"
     token_env = cfg.admin.token_env
-    if not (os.environ.get(token_env) or cfg.admin.token):
+    if resolve_admin_token(cfg.admin) is None:
         os.environ[token_env] = secrets.token_urlsafe(24)
         print(f"admin token (set ${token_env} to choose your own): {os.environ[token_env]}")
     runtime_dir = Path(tempfile.mkdtemp(prefix="slimgate-"))

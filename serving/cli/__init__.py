@@ -61,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nstarting the gateway ({args.config or 'serving/configs/default.yaml'}) ...")
 
     def on_ready(url: str) -> None:
-        show_traffic(url, cfg.admin.token_env, args.requests)
+        show_traffic(url, cfg.admin, args.requests)
         if not args.no_drill:
             live_rollout(url, args.metrics_port, Path(args.workdir))
 

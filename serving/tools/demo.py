@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import statistics
 import time
@@ -14,6 +13,9 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from serving.config import AdminConfig
+from serving.errors_and_auth import resolve_admin_token
 
 
 def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any], float]:
@@ -53,7 +55,7 @@ def summarize(results: list[tuple[dict[str, Any], float]]) -> str:
     return "\n".join(lines)
 
 
-def show_traffic(url: str, token_env: str, requests: int) -> None:
+def show_traffic(url: str, admin: AdminConfig, requests: int) -> None:
     from variants.dataset import load_dataset
 
     test = load_dataset().test
@@ -67,7 +69,7 @@ def show_traffic(url: str, token_env: str, requests: int) -> None:
         [e.text for e in picks], sample["outputs"], [e.label for e in picks], strict=True
     ):
         print(f"  {text[:60]!r:64s} -> {out['label']} ({out['probability']:.2f}); true: {truth}")
-    token = os.environ.get(token_env, "")
+    token = resolve_admin_token(admin) or ""
     req = urllib.request.Request(url + "/admin/disagreements", headers={"authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         dis = json.loads(resp.read())
