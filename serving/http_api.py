@@ -183,7 +183,7 @@ class HttpApi:
         if routing.sticky_key is not None:
             if routing.sticky_key.header:
                 sticky = request.headers.get(routing.sticky_key.header)
-            else:
+            elif routing.sticky_key.json_field:
                 value = body.get(routing.sticky_key.json_field)
                 if isinstance(value, str | int) and not isinstance(value, bool):
                     sticky = str(value)

@@ -130,7 +130,8 @@ def decode_infer(body: bytes, header_length: str | None, limits: LimitsConfig) -
             raise _bad("invalid_body", f"inputs[{i}] must be a tensor object")
         name = tensor.get("name")
         where = f"input {name!r}" if isinstance(name, str) else f"inputs[{i}]"
-        params = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
+        given = tensor.get("parameters")
+        params: dict[str, Any] = given if isinstance(given, dict) else {}
         size = params.get("binary_data_size")
         raw: bytes | None = None
         if size is not None:
@@ -162,7 +163,8 @@ def decode_infer(body: bytes, header_length: str | None, limits: LimitsConfig) -
     if texts is None:
         names = [t.get("name") for t in inputs if isinstance(t, dict)]
         raise _bad("unknown_input", f"expected an input tensor named {INPUT_NAME!r}, got {names}")
-    parameters = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
+    given = payload.get("parameters")
+    parameters: dict[str, Any] = given if isinstance(given, dict) else {}
     outputs = _requested_outputs(payload.get("outputs"), bool(parameters.get("binary_data_output", False)))
     req_id = payload.get("id")
     return InferRequest(texts, outputs, req_id if isinstance(req_id, str) else None, parameters)

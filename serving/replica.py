@@ -40,9 +40,9 @@ class VariantReplica:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = user_config.get("batching", {})
         if "max_batch_size" in batching:
-            self.predict.set_max_batch_size(batching["max_batch_size"])
+            self.predict.set_max_batch_size(batching["max_batch_size"])  # type: ignore[attr-defined]  # serve.batch
         if "batch_wait_timeout_s" in batching:
-            self.predict.set_batch_wait_timeout_s(batching["batch_wait_timeout_s"])
+            self.predict.set_batch_wait_timeout_s(batching["batch_wait_timeout_s"])  # type: ignore[attr-defined]
         self.faults = Faults(user_config.get("faults"))
 
     def info(self) -> dict[str, Any]:
@@ -85,4 +85,4 @@ class VariantReplica:
 
 def deployment(spec_options: dict[str, Any]):
     """The Ray Serve deployment of :class:`VariantReplica` with one variant's options."""
-    return serve.deployment(VariantReplica).options(**spec_options)
+    return serve.deployment(VariantReplica).options(**spec_options)  # type: ignore[attr-defined]

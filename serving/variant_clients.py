@@ -269,6 +269,7 @@ class RemoteVariant:
         return out["probabilities"]
 
     async def predict(self, texts: list[str], timeout_s: float) -> Answer:
+        out: dict[str, Any]
         if self._coalescer is not None:
             probs = await asyncio.wait_for(self._coalescer.submit(texts), timeout=timeout_s)
             out = {"probabilities": probs, "name": self._last[0], "version": self._last[1]}

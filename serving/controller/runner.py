@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -49,7 +49,7 @@ class NotAllowed(InvalidTransition):
 
 class Source(Protocol):
     def measure(
-        self, variant: str, signals: list[str], window_s: float, reference: Mapping[str, float] | None
+        self, variant: str, signals: Sequence[str], window_s: float, reference: Mapping[str, float] | None
     ) -> dict[str, Measurement]: ...
 
 
@@ -62,7 +62,7 @@ def reweigh(cfg: GatewayConfig, action: Action) -> GatewayConfig:
 
 def _keep_out(state: CandidateState, now: float) -> list[Action]:
     reason = f"revision {state.revision} was rolled back; it stays out until it changes"
-    detail = {
+    detail: dict[str, Any] = {
         "actor": "controller",
         "variant": state.variant,
         "revision": state.revision,
@@ -228,8 +228,9 @@ class Controller:
             try:
                 cand = self.source.measure(key, signals, own, self.reference_for(cfg, key))
                 base = self.source.measure(stable, signals, window, self.reference_for(cfg, stable))
-                outcomes: dict[str, Any] | None = evaluate_all(rules, cand, base)
-                evidence = _evidence(rules, outcomes, cand, base)
+                judged = evaluate_all(rules, cand, base)
+                evidence = _evidence(rules, judged, cand, base)
+                outcomes: dict[str, Any] | None = judged
             except SourceError:
                 outcomes = None
             self.on_interval(key, interval_outcome(outcomes))

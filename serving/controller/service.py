@@ -167,7 +167,7 @@ def build(
     metrics = metrics or ControllerMetrics()
     return Controller(
         gateway,
-        source,  # type: ignore[arg-type] - operator-only controllers judge nothing
+        source,  # type: ignore[arg-type]  # operator-only controllers judge nothing
         StateStore(state_path),
         policy,
         rules_for=lineage_rules,

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,7 +55,7 @@ class SourceError(RuntimeError):
 
 class MetricsSource(Protocol):
     def measure(
-        self, variant: str, signals: list[str], window_s: float, reference: Mapping[str, float] | None
+        self, variant: str, signals: Sequence[str], window_s: float, reference: Mapping[str, float] | None
     ) -> dict[str, Measurement]:
         """Each of ``signals`` of ``variant`` over the last ``window_s`` seconds.
 
@@ -106,7 +106,7 @@ class PrometheusSource:
         return _vector(body, self.base_url)
 
     def measure(
-        self, variant: str, signals: list[str], window_s: float, reference: Mapping[str, float] | None
+        self, variant: str, signals: Sequence[str], window_s: float, reference: Mapping[str, float] | None
     ) -> dict[str, Measurement]:
         at = self.clock() if self.clock is not None else None
         out: dict[str, Measurement] = {}
@@ -224,7 +224,7 @@ class EmbeddedSource:
         return snap
 
     def measure(
-        self, variant: str, signals: list[str], window_s: float, reference: Mapping[str, float] | None
+        self, variant: str, signals: Sequence[str], window_s: float, reference: Mapping[str, float] | None
     ) -> dict[str, Measurement]:
         if not window_s > 0:
             raise ValueError(f"window must be positive, got {window_s}")
