@@ -12,7 +12,7 @@ step() { printf '\n== %s\n' "$1"; }
 step "ruff (lint and format)"
 $PY -m ruff check serving variants benchmarks tests
 $PY -m ruff format --check serving variants benchmarks tests
-step "mypy (the public modules, [tool.mypy] in pyproject.toml)"
+step "mypy (the modules [tool.mypy] in pyproject.toml lists)"
 $PY -m mypy
 for tier in unit e2e multinode; do
   step "pytest: $tier tier"
