@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from serving import ray_rest
-from serving.config import GatewayConfig, pin_refs
+from serving.config import GatewayConfig, check_host_gpus, pin_refs
 from serving.errors_and_auth import resolve_admin_token
 from serving.ray_env import single_host_env, stop_haproxy
 from serving.translation import serve_config
@@ -31,6 +31,7 @@ def run_gateway(
     Everything Ray starts listens on loopback only; the gateway's own port binds ``http.host``.
     """
     cfg = pin_refs(cfg)  # refuses a config whose variants are missing or not deployable
+    check_host_gpus(cfg)  # before Ray starts: a GPU variant on a host without one would never start
     serve_cfg = serve_config(cfg)
     if cfg.http.ingress == "haproxy":
         # Replicas' own HTTP servers bind this address; HAProxy's listener for clients is moved to

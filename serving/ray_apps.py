@@ -23,5 +23,11 @@ def router_app(args: dict[str, Any]):
 def variant_app(args: dict[str, Any]):
     """Import path of one variant's application; ``args`` are its restart-worthy identity."""
     return serve.deployment(VariantReplica, name=VARIANT_DEPLOYMENT).bind(
-        args["key"], args["ref"], args.get("registry"), int(args.get("threads", 1)), args.get("backend")
+        args["key"],
+        args["ref"],
+        args.get("registry"),
+        int(args.get("threads", 1)),
+        args.get("backend"),
+        args.get("device"),
+        args.get("precision"),
     )

@@ -21,15 +21,30 @@ from serving.metrics import BATCH_SIZE, GatewayMetrics
 
 class VariantReplica:
     def __init__(
-        self, key: str, ref: str, registry: str | None, threads: int, backend: str | None = None
+        self,
+        key: str,
+        ref: str,
+        registry: str | None,
+        threads: int,
+        backend: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         from variants import Registry, load_variant
         from variants.registry import parse_ref
 
         name, version = parse_ref(ref)
         self.key = key
+        # A replica asked for cuda on a node without a GPU fails here (BackendUnavailable), so it
+        # never becomes ready and never answers from a CPU it was not measured on.
         self.predictor = load_variant(
-            name, version, registry=Registry(registry), threads=threads, backend=backend
+            name,
+            version,
+            registry=Registry(registry),
+            threads=threads,
+            backend=backend,
+            device=device,
+            precision=precision,
         )
         self.version = self.predictor.version
         self.name = self.predictor.name
@@ -52,7 +67,8 @@ class VariantReplica:
             "version": self.version,
             "labels": list(self.predictor.label_names),
             "backend": self.predictor.manifest.backend,
-            "precision": self.predictor.manifest.precision,
+            "precision": self.predictor.precision,
+            "device": self.predictor.device,
         }
 
     @serve.batch(

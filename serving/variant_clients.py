@@ -95,7 +95,7 @@ def remote_coalescing(spec: VariantSpec) -> tuple[int, int]:
 
 def artifact_identity(spec: VariantSpec, registry: str | None) -> tuple[Any, ...]:
     """What a loaded artifact depends on: when this changes, the variant must be loaded again."""
-    return (spec.ref, spec.backend, spec.threads, registry)
+    return (spec.ref, spec.backend, spec.device, spec.precision, spec.threads, registry)
 
 
 class InlineVariant:
@@ -117,7 +117,7 @@ class InlineVariant:
             predictor.version,
             tuple(predictor.label_names),
             manifest.backend,
-            manifest.precision,
+            predictor.precision,
             "router",
         )
         self._metrics = metrics
@@ -141,7 +141,13 @@ class InlineVariant:
 
         name, version = spec.name, spec.version
         predictor = load_variant(
-            name, version, registry=Registry(registry), threads=spec.threads, backend=spec.backend
+            name,
+            version,
+            registry=Registry(registry),
+            threads=spec.threads,
+            backend=spec.backend,
+            device=spec.device,
+            precision=spec.precision,
         )
         # Answer once before taking traffic: a variant that cannot infer never becomes ready.
         predictor.predict_proba(["warm-up: a variant is ready only after one inference succeeds"])

@@ -31,6 +31,7 @@ from variants.builders import (
     tensorrt_builder,
     tensorrt_unavailable_reason,
 )
+from variants.cuda_cast import cuda_cast_builder, cuda_unavailable_reason
 from variants.dataset import Dataset, load_dataset
 from variants.provenance import code_version, library_versions, teacher_fingerprint
 from variants.recipe import Recipe, section_dict
@@ -129,6 +130,20 @@ STEPS: dict[str, Step] = {
             tensorrt_builder(True),
             uses_train_data=True,
             available=tensorrt_unavailable_reason,
+        ),
+        Step(
+            "teacher-cuda-fp16",
+            ("teacher",),
+            _sections("cuda"),
+            cuda_cast_builder("teacher"),
+            available=cuda_unavailable_reason,
+        ),
+        Step(
+            "student-cuda-fp16",
+            ("student",),
+            _sections("cuda"),
+            cuda_cast_builder("student"),
+            available=cuda_unavailable_reason,
         ),
     ]
 }

@@ -37,8 +37,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    def __init__(self, manifest: Manifest, folder: Path, backend: Backend) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        folder: Path,
+        backend: Backend,
+        device: str | None = None,
+        precision: str | None = None,
+    ) -> None:
         self.manifest = manifest
+        # What it really runs on and in (an override of the manifest's), for every report of it.
+        self.device = device or manifest.device
+        self.precision = precision or manifest.precision
         self.name = manifest.name
         self.version = manifest.version
         self.label_names = tuple(manifest.labels)
@@ -69,13 +79,26 @@ def load_variant(
     registry: Registry | str | Path | None = None,
     threads: int = 1,
     backend: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> Predictor:
     """Verify and open a variant. Raises ``ChecksumMismatch`` before touching a tampered file.
 
-    ``backend`` overrides the manifest's backend (e.g. an fp32 ONNX variant under TensorRT).
+    ``backend`` overrides the manifest's backend (e.g. an fp32 ONNX variant under TensorRT);
+    ``device`` and ``precision`` override where and in what a torch variant runs (e.g. the fp32
+    teacher in bf16 on CPU). A device that is not there raises ``BackendUnavailable``.
     """
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     manifest = reg.verify(name, version)
     folder = reg.path(manifest.name, manifest.version)
-    opened = open_backend(backend or manifest.backend, folder, list(manifest.files), threads)
-    return Predictor(manifest, folder, opened)
+    kind = backend or manifest.backend
+    if precision is not None and kind != "torch":
+        raise ValueError(
+            f"{manifest.ref}: precision {precision!r} asked of the {kind} backend; only a torch "
+            f"variant is cast when opened (an {kind} artifact keeps the precision it was built in)"
+        )
+    # A torch artifact is opened in the precision it was built for; the others run their own.
+    cast = precision or (manifest.precision if kind == "torch" else None)
+    where = device or manifest.device
+    opened = open_backend(kind, folder, list(manifest.files), threads, device=where, precision=cast)
+    return Predictor(manifest, folder, opened, where, precision)

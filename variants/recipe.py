@@ -131,6 +131,22 @@ class TensorRTConfig(_Section):
     max_batch_size: PositiveInt = Field(64, description="Largest batch the engine profile accepts.")
 
 
+class CudaConfig(_Section):
+    enabled: Literal["auto", "off"] = Field(
+        "auto",
+        description="'auto' builds teacher-cuda-fp16 and student-cuda-fp16 where torch sees a CUDA "
+        "device; elsewhere they are reported as skipped with the reason.",
+    )
+    verify_examples: PositiveInt | None = Field(
+        2000, description="Test texts on which the fp16 cast is checked against its fp32 parent; null = all."
+    )
+    min_agreement: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.999,
+        description="Share of those texts on which fp16 on CUDA must predict what fp32 on CPU "
+        "predicts; below it the build fails.",
+    )
+
+
 class EvaluationConfig(_Section):
     threads: PositiveInt = Field(2, description="Intra-op threads for every backend (same for all).")
     test_examples: PositiveInt | None = Field(None, description="Evaluate on a test subset; null = all.")
@@ -158,6 +174,8 @@ VARIANT_NAMES = (
     "student-int8-qat",
     "student-trt-fp16",
     "student-trt-int8",
+    "teacher-cuda-fp16",
+    "student-cuda-fp16",
 )
 
 
@@ -168,6 +186,7 @@ class Recipe(_Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+    cuda: CudaConfig = Field(default_factory=CudaConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     variants: list[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]

@@ -89,7 +89,10 @@ class Manifest(BaseModel):
     labels: list[str]
     backend: Literal["torch", "onnxruntime", "tensorrt"]
     format: Literal["safetensors", "onnx"]
-    precision: str = Field(description="fp32, fp16, int8-dynamic, int8-static, int8-qat")
+    precision: str = Field(description="fp32, fp16, bf16, int8-dynamic, int8-static, int8-qat")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="where the variant runs (and was measured): cpu, or cuda (needs a GPU)"
+    )
     max_length: int = Field(description="token limit the variant was built and evaluated with")
     files: dict[str, FileEntry]
     parents: list[str] = Field(default_factory=list, description="name@version of each parent")

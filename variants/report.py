@@ -37,7 +37,8 @@ def rows(manifests: list[Manifest]) -> list[dict[str, Any]]:
         out.append(
             {
                 "variant": m.ref,
-                "precision": f"{m.backend}/{m.precision}",
+                # The device only when it is not the CPU every other row was measured on.
+                "precision": f"{m.backend}/{m.precision}" + (f" on {m.device}" if m.device != "cpu" else ""),
                 "accuracy": x["accuracy"],
                 "macro-F1": x["macro_f1"],
                 "agreement": x["agreement"],
@@ -76,6 +77,7 @@ def as_json(manifests: list[Manifest], extra: dict[str, Any]) -> str:
                 "version": m.version,
                 "backend": m.backend,
                 "precision": m.precision,
+                "device": m.device,
                 "parents": m.parents,
                 "gate": m.gate.model_dump(),
                 "deployable": m.deployable,

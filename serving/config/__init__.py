@@ -5,6 +5,7 @@
 * :mod:`serving.config.base`: shared field types, errors and the change-cost tag on every field;
 * :mod:`serving.config.loading`: YAML files and mappings into a config, its revision;
 * :mod:`serving.config.pinning`: refs checked against the registry and pinned to versions;
+* :mod:`serving.config.host`: GPU variants checked against the host ``slimgate serve`` runs on;
 * :mod:`serving.config.changes`: what applying a new config costs.
 
 The names below are the package's public surface.
@@ -12,6 +13,7 @@ The names below are the package's public surface.
 
 from serving.config.base import Change, ConfigError, changes, path_change
 from serving.config.changes import ROUTER_KEY, ConfigChange, diff
+from serving.config.host import check_host_gpus, gpu_variants
 from serving.config.loading import (
     CONFIGS_DIR,
     DEFAULT_CONFIG,
@@ -67,8 +69,10 @@ __all__ = [
     "canonical_dict",
     "changes",
     "check_against_registry",
+    "check_host_gpus",
     "config_revision",
     "diff",
+    "gpu_variants",
     "json_schema",
     "load_config",
     "parse_config",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from serving.config.base import ConfigError
 from serving.config.schema import GatewayConfig
+from serving.config.variant import VariantSpec
 from variants.registry import Manifest, Registry, RegistryError
 
 # The artifact format each backend opens (variants/backends): an override must match the
@@ -19,8 +20,9 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
 
     Refused, with every problem listed: a ref not in the registry, a variant that is not deployable
     (its accuracy gate did not pass), a backend override that cannot open the variant's format, a
-    TensorRT variant without a GPU, and a label table that differs from the stable variant's (the
-    gateway's answers and shadow comparisons assume one label table).
+    TensorRT or CUDA variant without a GPU (in the router, or without ``resources.num_gpus``), a
+    device or precision asked of a backend that cannot honour it, and a label table that differs
+    from the stable variant's (the gateway's answers and shadow comparisons assume one label table).
     """
     reg = registry if registry is not None else Registry(cfg.registry)
     problems: list[str] = []
@@ -46,6 +48,7 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
             )
         elif backend == "tensorrt" and not spec.resources.num_gpus:
             problems.append(f"{where}.resources.num_gpus: {m.ref} runs on TensorRT and needs a GPU")
+        problems.extend(_device_problems(where, spec, m, backend))
     stable = manifests.get(cfg.routing.stable)
     if stable is not None:
         for key, m in sorted(manifests.items()):
@@ -58,6 +61,30 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
         lines = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"gateway config does not match the registry at {reg.root}:\n{lines}")
     return manifests
+
+
+def _device_problems(where: str, spec: VariantSpec, m: Manifest, backend: str) -> list[str]:
+    """The device and precision rules on what the variant will really run (config, else manifest)."""
+    problems = []
+    if (spec.device or spec.precision) and backend != "torch":
+        field = "device" if spec.device else "precision"
+        problems.append(
+            f"{where}.{field}: only a torch variant is placed and cast when loaded; {m.ref} runs on "
+            f"{backend}, in the precision it was built in ({m.precision})"
+        )
+        return problems
+    device = spec.device or m.device
+    if device == "cuda" and spec.in_router:
+        problems.append(
+            f"{where}.placement: {m.ref} runs on device cuda and needs a GPU: use placement: deployment"
+        )
+    elif device == "cuda" and not spec.resources.num_gpus:
+        problems.append(f"{where}.resources.num_gpus: {m.ref} runs on device cuda and needs a GPU")
+    precision = spec.precision or (m.precision if backend == "torch" else None)
+    if device == "cpu" and precision == "fp16":
+        field = "precision" if spec.precision else "device"
+        problems.append(f"{where}.{field}: {m.ref} in fp16 runs on device cuda only; on cpu use fp32 or bf16")
+    return problems
 
 
 def pin_refs(cfg: GatewayConfig, registry: Registry | None = None) -> GatewayConfig:

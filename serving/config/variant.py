@@ -26,6 +26,8 @@ from serving.config.base import (
 from variants.registry import RegistryError, parse_ref
 
 Backend = Literal["torch", "onnxruntime", "tensorrt"]
+Device = Literal["cpu", "cuda"]
+Precision = Literal["fp32", "fp16", "bf16"]
 Placement = Literal["router", "deployment"]
 _REF_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -94,6 +96,8 @@ DEPLOYMENT_ONLY = ("replicas", "autoscaling", "resources", "max_queued_requests"
 @changes(
     ref=ARTIFACT,
     backend=ARTIFACT,
+    device=ARTIFACT,
+    precision=ARTIFACT,
     threads=ARTIFACT,
     placement=RESTART,
     resources=RESTART,
@@ -113,6 +117,17 @@ class VariantSpec(Section):
     )
     backend: Backend | None = Field(
         None, description="Backend to open the variant with; null = the backend its manifest records."
+    )
+    device: Device | None = Field(
+        None,
+        description="Where a torch variant runs: cpu, or cuda (placement: deployment with "
+        "resources.num_gpus); null = the device its manifest records. Never a silent fallback: a "
+        "variant asked to run on cuda where there is no GPU fails to load.",
+    )
+    precision: Precision | None = Field(
+        None,
+        description="What a torch variant computes in, cast when it is loaded: fp32, bf16, or fp16 "
+        "(cuda only); null = the precision its manifest records.",
     )
     placement: Placement = Field(
         "router",
@@ -184,8 +199,17 @@ class VariantSpec(Section):
             problems = [(f, why) for f in DEPLOYMENT_ONLY if getattr(self, f) != defaults[f]]
             if self.backend == "tensorrt":
                 problems.append(("placement", "a TensorRT variant needs a GPU: use placement: deployment"))
+            if self.device == "cuda":
+                problems.append(
+                    ("placement", "a variant on device cuda needs a GPU: use placement: deployment")
+                )
             if problems:
                 raise rule(*problems)
+        elif self.device == "cuda" and not self.resources.num_gpus:
+            # Without a GPU reservation Ray could place the replica on a node without one.
+            raise rule(("resources.num_gpus", "a variant on device cuda needs a GPU: set num_gpus (e.g. 1)"))
+        if self.device == "cpu" and self.precision == "fp16":
+            raise rule(("precision", "fp16 runs on device cuda only; on cpu use fp32 or bf16"))
         return self
 
     @property

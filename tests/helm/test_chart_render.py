@@ -430,6 +430,9 @@ def test_gpu_variants_go_to_the_gpu_worker_group(chart):
     assert trt["deployments"][0]["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.5}
     assert trt["args"]["backend"] == "tensorrt"
     assert "num_gpus" not in apps["variant-teacher-onnx"]["deployments"][0]["ray_actor_options"]
+    cuda = apps["variant-teacher-cuda-fp16"]
+    assert cuda["deployments"][0]["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1}
+    assert (cuda["args"]["device"], cuda["args"]["precision"]) == ("cuda", "fp16")
 
 
 def test_full_values_reach_every_object(chart):

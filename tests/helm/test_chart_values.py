@@ -168,6 +168,9 @@ CROSS_FIELD_CASES = {
         variants={STABLE: {"replicas": 2, "resources": {"num_cpus": 2}, "max_queued_requests": 10}}
     ),
     "TensorRT variant in the router": with_gateway(variants={STABLE: {"backend": "tensorrt"}}),
+    "CUDA variant in the router": with_gateway(variants={STABLE: {"device": "cuda"}}),
+    "CUDA variant without a GPU": with_gateway(variants={STABLE: {**DEPLOYED, "device": "cuda"}}),
+    "fp16 on cpu": with_gateway(variants={STABLE: {"device": "cpu", "precision": "fp16"}}),
     # gRPC listens on 9000 by default, so moving HTTP there collides.
     "grpc port equal to the http port": with_gateway(http={"port": 9000}),
     "grpc port set to the http port": with_gateway(http={"port": 8100, "grpc_port": 8100}),

@@ -6,6 +6,7 @@ import yaml
 
 from serving.config import (
     DEFAULT_CONFIG,
+    Change,
     ConfigError,
     GatewayConfig,
     check_against_registry,
@@ -14,6 +15,7 @@ from serving.config import (
     json_schema,
     load_config,
     parse_config,
+    path_change,
     pin_refs,
 )
 from variants.registry import Gate, Registry
@@ -545,3 +547,76 @@ def test_a_variant_added_to_the_router_is_loaded_not_deployed():
 )
 def test_ingress_admission_and_batching_values_are_validated(path, value, expected):
     assert expected in _error(_with(path, value))
+
+
+# -- devices: a variant on CUDA needs a GPU of its own, named where it is missing ------------------
+def test_a_cuda_variant_cannot_run_in_the_router():
+    msg = _error(_with("variants.canary.device", "cuda", _in_router()))
+    assert "variants.canary.placement: a variant on device cuda needs a GPU: use placement: deployment" in msg
+
+
+def test_a_cuda_variant_needs_num_gpus():
+    msg = _error(_with("variants.canary.device", "cuda"))
+    assert "variants.canary.resources.num_gpus: a variant on device cuda needs a GPU" in msg
+    data = _with("variants.canary.resources", {"num_gpus": 1.0}, _with("variants.canary.device", "cuda"))
+    spec = parse_config(data).variants["canary"]
+    assert (spec.device, spec.resources.num_gpus) == ("cuda", 1.0)
+
+
+def test_fp16_is_refused_on_cpu_and_bf16_is_not():
+    msg = _error(_with("variants.canary.precision", "fp16", _with("variants.canary.device", "cpu")))
+    assert "variants.canary.precision: fp16 runs on device cuda only" in msg
+    data = _with("variants.canary.precision", "bf16", _with("variants.canary.device", "cpu"))
+    assert parse_config(data).variants["canary"].precision == "bf16"
+    assert "variants.canary.precision:" in _error(_with("variants.canary.precision", "fp8"))
+
+
+@pytest.mark.parametrize(("path", "value"), [("device", "cuda"), ("precision", "bf16")])
+def test_device_and_precision_are_what_a_replica_loads(path, value):
+    assert path_change(GatewayConfig, f"variants.canary.{path}") is Change.ARTIFACT
+
+
+def _register_torch(reg: Registry, tmp_path, name: str, device: str, precision: str):
+    stage = tmp_path / f"stage-{name}"
+    stage.mkdir()
+    (stage / "model.safetensors").write_bytes(name.encode())
+    return reg.register(
+        stage,
+        name=name,
+        task="t",
+        labels=["a", "b"],
+        backend="torch",
+        format="safetensors",
+        precision=precision,
+        device=device,
+        max_length=16,
+        inputs_key=name,
+        code_version="test",
+        gate=Gate(status="passed"),
+        deployable=True,
+    )
+
+
+def test_registry_check_places_a_cuda_manifest_on_a_gpu(tmp_path, registry):
+    _register_torch(registry, tmp_path, "teacher-cuda-fp16", "cuda", "fp16")
+    cuda = _with("variants.canary.ref", "teacher-cuda-fp16@1")
+    with pytest.raises(
+        ConfigError, match=r"variants\.canary\.resources\.num_gpus: teacher-cuda-fp16@1 runs on"
+    ):
+        check_against_registry(parse_config(cuda), registry)
+    in_router = _with("variants.canary.ref", "teacher-cuda-fp16@1", _in_router())
+    with pytest.raises(ConfigError, match=r"variants\.canary\.placement: teacher-cuda-fp16@1 runs on device"):
+        check_against_registry(parse_config(in_router), registry)
+    with pytest.raises(ConfigError, match=r"variants\.canary\.device: teacher-cuda-fp16@1 in fp16 runs on"):
+        check_against_registry(parse_config(_with("variants.canary.device", "cpu", cuda)), registry)
+    placed = _with("variants.canary.resources", {"num_gpus": 0.5}, cuda)
+    assert check_against_registry(parse_config(placed), registry)["canary"].device == "cuda"
+    # The fp16 weights are upcast for a CPU in bf16 or fp32: asked for, that is not a fallback.
+    on_cpu = _with("variants.canary.precision", "bf16", _with("variants.canary.device", "cpu", cuda))
+    assert check_against_registry(parse_config(on_cpu), registry)["canary"].precision == "fp16"
+
+
+def test_registry_check_refuses_a_device_or_precision_for_onnx(registry):
+    msg = r"variants\.canary\.precision: only a torch variant is placed and cast when loaded"
+    with pytest.raises(ConfigError, match=msg):
+        check_against_registry(parse_config(_with("variants.canary.precision", "bf16")), registry)

@@ -67,7 +67,7 @@ def test_the_translation_takes_args_and_user_config_from_the_tags():
     assert (
         set(VARIANT_ARGS)
         == set(fields_costing(VariantSpec, Change.ARTIFACT))
-        == {"ref", "backend", "threads"}
+        == {"ref", "backend", "device", "precision", "threads"}
     )
     assert {"batching", "faults"} <= set(VARIANT_USER_CONFIG)
     assert not set(VARIANT_USER_CONFIG) & {"replicas", "autoscaling", "resources", "max_queued_requests"}

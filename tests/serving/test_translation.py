@@ -124,3 +124,18 @@ def test_deployment_options():
     gpu = base.with_changes({"variants.teacher-int8.resources": {"num_cpus": 2.0, "num_gpus": 0.5}})
     opts = deployment_options(gpu.variants["teacher-int8"])
     assert opts["num_replicas"] == 1 and opts["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.5}
+
+
+def test_a_cuda_variant_asks_ray_for_its_gpus_and_loads_on_cuda():
+    cfg = load_config().with_changes(
+        {
+            "variants.teacher-int8.placement": "deployment",
+            "variants.teacher-int8.ref": "teacher-cuda-fp16@1",
+            "variants.teacher-int8.device": "cuda",
+            "variants.teacher-int8.precision": "fp16",
+            "variants.teacher-int8.resources": {"num_cpus": 1.0, "num_gpus": 1.0},
+        }
+    )
+    app = next(a for a in serve_config(cfg)["applications"] if a["name"] == "variant-teacher-int8")
+    assert app["deployments"][0]["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert (app["args"]["device"], app["args"]["precision"]) == ("cuda", "fp16")

@@ -19,6 +19,7 @@ from serving.variant_clients import InlineVariant, RemoteVariant, artifact_ident
 class Predictor:
     name, version, label_names = "tiny", 3, LABELS
     manifest = SimpleNamespace(backend="onnxruntime", precision="int8-dynamic")
+    precision = "int8-dynamic"
 
     def __init__(self) -> None:
         self.threads: set[str] = set()

@@ -14,6 +14,7 @@ from serving.cli import main as slimgate
 from variants import ChecksumMismatch, Registry, load_variant
 from variants.assessment import assess
 from variants.dataset import LABELS, Split, load_dataset
+from variants.hardware import cuda_unavailable_reason
 from variants.pipeline import STEPS, build
 from variants.recipe import parse_recipe
 
@@ -24,7 +25,7 @@ TINY = {
     "quantization": {"static": {"calibration_examples": 32}, "qat": {"train_examples": 64, "max_steps": 2}},
     "evaluation": {"test_examples": 96, "latency_samples": 5, "throughput_batches": 2, "warmup": 1},
 }
-CPU_VARIANTS = [n for n in STEPS if "trt" not in n]
+CPU_VARIANTS = [n for n in STEPS if "trt" not in n and "cuda" not in n]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,25 @@ def test_tensorrt_is_reported_skipped_with_reason_not_faked(built):
     for o in trt.values():
         assert o.status == "skipped" and o.ref is None
         assert "tensorrt" in o.reason or "CUDA" in o.reason
+
+
+@pytest.mark.skipif(cuda_unavailable_reason() is None, reason="this machine has a CUDA device")
+def test_cuda_variants_are_reported_skipped_with_reason_without_a_gpu(built):
+    _, _, outcomes, manifests = built
+    cuda = {o.name: o for o in outcomes if "cuda" in o.name}
+    assert set(cuda) == {"teacher-cuda-fp16", "student-cuda-fp16"}
+    for o in cuda.values():
+        assert o.status == "skipped" and o.ref is None
+        assert o.reason.startswith("needs a CUDA device: ") and "CUDA" in o.reason.split(": ", 1)[1]
+    assert not {"teacher-cuda-fp16", "student-cuda-fp16"} & set(manifests)
+    assert all(m.device == "cpu" for m in manifests.values())
+
+
+def test_cuda_variants_switched_off_in_the_recipe_say_so():
+    off = parse_recipe({"cuda": {"enabled": "off"}})
+    for name in ("teacher-cuda-fp16", "student-cuda-fp16"):
+        assert STEPS[name].available(off) == "disabled in the recipe (cuda.enabled: off)"
+        assert STEPS[name].parents == (name.split("-")[0],)
 
 
 def test_manifests_carry_full_lineage(built, dataset):

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend (CPU by default; CUDA when onnxruntime-gpu and a device are present)."""
+"""ONNX Runtime backend, on CPU (ONNX Runtime's CUDA provider, from onnxruntime-gpu, is not wired here)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from variants.backends import BackendUnavailable
 
 
 class OnnxBackend:
@@ -26,7 +28,15 @@ class OnnxBackend:
         return out
 
 
-def open(folder: Path, files: list[str], threads: int) -> OnnxBackend:
+def open(
+    folder: Path, files: list[str], threads: int, *, device: str = "cpu", precision: str | None = None
+) -> OnnxBackend:
+    if device != "cpu":
+        # Refused rather than run on CPU: a figure measured "on cuda" must have run there.
+        raise BackendUnavailable(
+            f"{folder}: the onnxruntime backend runs on CPU only here, not on {device!r}; "
+            "serve a torch variant (device: cuda) or a TensorRT one on a GPU"
+        )
     if "model.onnx" not in files:
         raise ValueError(f"{folder}: an onnxruntime variant needs model.onnx")
     return OnnxBackend(folder / "model.onnx", threads)

@@ -95,7 +95,11 @@ class TensorRTBackend:
         return out.cpu().numpy()
 
 
-def open(folder: Path, files: list[str], threads: int) -> TensorRTBackend:
+def open(
+    folder: Path, files: list[str], threads: int, *, device: str = "cpu", precision: str | None = None
+) -> TensorRTBackend:
+    # A TensorRT engine runs on CUDA whatever ``device`` says (its precision is the engine's own):
+    # without a device it is refused below, never run elsewhere.
     reason = availability()
     if reason:
         raise BackendUnavailable(f"TensorRT backend unavailable: {reason}")

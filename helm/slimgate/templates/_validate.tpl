@@ -65,6 +65,9 @@ Ray's authentication, the NetworkPolicy's peers). Every problem is reported at o
 {{- if eq ($v.backend | default "") "tensorrt" -}}
 {{- $problems = append $problems (printf "%s.placement: a TensorRT variant needs a GPU: use placement: deployment" $where) -}}
 {{- end -}}
+{{- if eq ($v.device | default "") "cuda" -}}
+{{- $problems = append $problems (printf "%s.placement: a variant on device cuda needs a GPU: use placement: deployment" $where) -}}
+{{- end -}}
 {{- end -}}
 {{- if $autoscaling -}}
 {{- $min := int ($spec.autoscaling.min_replicas | default 1) -}}
@@ -82,6 +85,12 @@ Ray's authentication, the NetworkPolicy's peers). Every problem is reported at o
 {{- end -}}
 {{- if and (not $inRouter) (eq ($spec.backend | default "") "tensorrt") (le $gpus 0.0) -}}
 {{- $problems = append $problems (printf "%s.resources.num_gpus: a TensorRT variant needs a GPU: set num_gpus (it places the replicas on the GPU worker group)" $where) -}}
+{{- end -}}
+{{- if and (not $inRouter) (eq ($v.device | default "") "cuda") (le $gpus 0.0) -}}
+{{- $problems = append $problems (printf "%s.resources.num_gpus: a variant on device cuda needs a GPU: set num_gpus (e.g. 1)" $where) -}}
+{{- end -}}
+{{- if and (eq ($v.device | default "") "cpu") (eq ($v.precision | default "") "fp16") -}}
+{{- $problems = append $problems (printf "%s.precision: fp16 runs on device cuda only; on cpu use fp32 or bf16" $where) -}}
 {{- end -}}
 {{- if and (not $inRouter) (gt $gpus 0.0) (not $.Values.gpuWorkers.enabled) -}}
 {{- $problems = append $problems (printf "%s.resources.num_gpus: %v GPU per replica, but gpuWorkers.enabled is false: no Ray node would have a GPU to place it on" $where $gpus) -}}
