@@ -61,6 +61,25 @@ def registry_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def small_registry(tmp_path_factory) -> Path:
+    """The PyTorch teacher and student and the dynamic int8 student, built by the real factory on
+    the tiny recipe and not evaluated: for tests that open variants, not read their figures."""
+    from variants import Registry
+    from variants.dataset import load_dataset
+    from variants.pipeline import build
+    from variants.recipe import parse_recipe
+
+    root = tmp_path_factory.mktemp("small-registry")
+    build(
+        parse_recipe({**SERVING_RECIPE, "variants": ["student-int8"]}),
+        Registry(root),
+        dataset=load_dataset(),
+        progress=False,
+    )
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def controller_state(tmp_path_factory):
     """Every `slimgate apply` of the tests audits into a scratch state file, never the user's."""

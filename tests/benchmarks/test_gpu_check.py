@@ -23,9 +23,9 @@ ABSENT = ("pydantic", "ray", "variants", "serving", "benchmarks")
 
 
 @pytest.fixture(scope="module")
-def exported(registry_root, tmp_path_factory) -> Path:
+def exported(small_registry, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gpu-check")
-    assert export(str(registry_root), out, 24, {"teacher": "teacher", "student": "student"}) == 0
+    assert export(str(small_registry), out, 24, {"teacher": "teacher", "student": "student"}) == 0
     return out
 
 
