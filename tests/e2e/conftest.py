@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import poll_until
+from support import poll_until, stop_process
 from support.e2e import CONTROLLER_PORT, METRICS_PORT, PORT, TOKEN, Gateway, PrometheusServer
 
 
@@ -64,11 +64,7 @@ def gateway(registry_root, tmp_path_factory):
     gw.pid = proc.pid
     yield gw
     gw.client.close()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_process(proc, signal.SIGTERM, timeout_s=60)
     log.close()
     subprocess.run(
         ["ray", "stop", "--force"],

@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from support import poll_until
+from support import poll_until, stop_process
 from support.e2e import CONTROLLER_PORT, TEXT_POOL, TOKEN
 
 from serving.controller.service import RayGateway
@@ -154,11 +154,7 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
         for w in workers:
             w.join()
         api.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process(proc, signal.SIGINT)
         log.close()
         gateway.apply()
 

@@ -13,6 +13,9 @@ chart with Helm's engine).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -176,3 +179,13 @@ class FakeVariant:
 
     def close(self) -> None:
         pass
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+    """Ask ``proc`` to stop with ``sig``; past ``timeout_s`` kill its whole session. Always reaped."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
