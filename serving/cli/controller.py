@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import urllib.request
@@ -84,6 +85,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctl = build(source, args.state, window_s=args.window, dashboard=args.dashboard, metrics=metrics)
     api = ControllerAPI(ctl, metrics, args.host, args.metrics_port).start()
     print(f"slimgate controller: metrics and admin API at http://{args.host}:{api.port}", flush=True)
+    # SIGTERM (Kubernetes, systemd) ends the loop after the tick in progress, like Ctrl-C; a process
+    # started in the background by a non-interactive shell never sees SIGINT at all.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         run(ctl, metrics, interval_s=args.interval, stop=stop)
     except KeyboardInterrupt:

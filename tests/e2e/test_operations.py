@@ -154,9 +154,11 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
         for w in workers:
             w.join()
         api.close()
-        stop_process(proc, signal.SIGINT)
+        exit_code = stop_process(proc, signal.SIGTERM)
         log.close()
         gateway.apply()
+    # The controller ends its loop on SIGTERM and exits 0 (a kill after the grace period is -9).
+    assert exit_code == 0
 
 
 def test_apply_is_audited_with_its_actor(gateway, controller_state):
