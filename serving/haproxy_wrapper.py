@@ -138,8 +138,26 @@ def main(argv: list[str] | None = None) -> None:
         # The pid survives exec: slimgate stops what it started when the gateway stops.
         with open(os.path.join(runtime, "haproxy.pids"), "a", encoding="utf-8") as f:
             f.write(f"{os.getpid()}\n")
+    die_with_parent()
     binary = real_binary(env)
     os.execv(binary, [binary, *args])
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the one that started it (Ray's HAProxy manager) dies.
+
+    It survives ``exec``: an HAProxy left behind by a Ray torn down without a goodbye (the whole
+    process group signalled by Ctrl-C or a service manager, before slimgate could stop it) would
+    keep the gateway's port and refuse the next ``slimgate serve``.
+    """
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":

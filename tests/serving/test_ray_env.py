@@ -156,3 +156,31 @@ def test_ray_env_command_prints_what_ray_start_needs(capsys):
     assert main(["config", "ray-env"]) == 0
     out = capsys.readouterr().out
     assert "export RAY_SERVE_ENABLE_HA_PROXY=1" in out and "export RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in out
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def test_what_the_wrapper_starts_dies_with_the_process_that_started_it(tmp_path):
+    import sys
+
+    from support import poll_until
+
+    # The parent (standing in for Ray's HAProxy manager) starts the wrapper on a stand-in binary
+    # and exits at once, without stopping it, as a Ray torn down by a signalled process group does.
+    code = (
+        "import os, subprocess, sys\n"
+        "env = {**os.environ, 'SLIMGATE_HAPROXY_BINARY': '/bin/sleep'}\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'serving.haproxy_wrapper', '600'], env=env)\n"
+        "print(p.pid, flush=True)\n"
+        "poll = __import__('time').sleep\n"
+        "while open(f'/proc/{p.pid}/cmdline').read().split(chr(0))[0] != '/bin/sleep': poll(0.05)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30)
+    child = int(out.stdout.split()[0])
+    poll_until(lambda: _state(child) in (None, "Z"), timeout_s=10, what="the orphaned binary to be stopped")
