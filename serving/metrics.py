@@ -201,6 +201,28 @@ VARIANT_READY = MetricSpec(
     "1 when the router can send a variant traffic (loaded in the router, or its replicas answer), else 0.",
     ("variant",),
 )
+# stage: which stage of a cascade answered a text. "degraded": the text was escalated, but the
+# second stage missed the latency budget or failed, so the first stage's answer was returned.
+CASCADE_STAGES = ("first", "then", "degraded")
+CASCADE_TEXTS = MetricSpec(
+    "slimgate_cascade_texts",
+    "counter",
+    "Texts a cascade answered, by the stage whose answer was returned (escalation rate = then + degraded).",
+    ("variant", "stage"),
+)
+CASCADE_STAGE_LATENCY_SECONDS = MetricSpec(
+    "slimgate_cascade_stage_latency_seconds",
+    "histogram",
+    "Latency of each stage call inside a cascade (the second's until it answered or its budget ran out).",
+    ("variant", "stage"),
+    tuple(LATENCY_BUCKETS_S),
+)
+CASCADE_EXPECTED_ESCALATION = MetricSpec(
+    "slimgate_cascade_expected_escalation",
+    "gauge",
+    "Share of texts the cascade's threshold escalated on its calibration (validation) split.",
+    ("variant",),
+)
 CONTROLLER_PHASE = MetricSpec(
     "slimgate_controller_phase",
     "gauge",

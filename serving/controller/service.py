@@ -64,9 +64,13 @@ def _lineage(registry: str | None, ref: str) -> dict:
     from variants import Registry
 
     try:
-        return Registry(registry).resolve(ref).metrics or {}
+        m = Registry(registry).resolve(ref)
     except Exception:  # noqa: BLE001 - no lineage just means default thresholds
         return {}
+    out = dict(m.metrics or {})
+    if m.backend == "cascade" and m.calibration is not None:
+        out["expected_escalation"] = m.calibration.get("expected_escalation")
+    return out
 
 
 def expected_agreement(candidate: float | None, stable: float | None) -> float | None:
@@ -89,7 +93,8 @@ def lineage_rules(cfg: GatewayConfig, key: str) -> list[Rule]:
     """Default rules whose shadow-agreement bar derives from candidate's and stable's teacher agreement."""
     cand = _lineage_of(cfg, key).get("agreement")
     stable = _lineage_of(cfg, cfg.routing.stable).get("agreement")
-    return default_rules(expected_agreement(cand, stable))
+    expected = _lineage_of(cfg, key).get("expected_escalation")
+    return default_rules(expected_agreement(cand, stable), expected_escalation=expected)
 
 
 def lineage_reference(cfg: GatewayConfig, key: str) -> Mapping[str, float] | None:

@@ -13,7 +13,7 @@ Only exported names from :data:`serving.metrics.PROMETHEUS_NAMES` are used (plus
 counters below, while that table may still lack them). The signals, for variant ``X``:
 
 * ``latency_p99_s``: p99 of ``slimgate_request_latency_seconds{variant=X}`` over every route;
-  samples = observations.
+  samples = observations. The window's bucket counts come with it, for the rule's binomial test.
 * ``error_rate``: failed calls to X (``kind`` ``variant_error`` or ``timeout``) / all calls to X
   (answered + failed). Answers X gave as the fallback of another variant are calls to X too.
   Failures are counted in the denominator so that a variant failing every call reads 1.0, not
@@ -25,6 +25,8 @@ counters below, while that table may still lack them). The signals, for variant 
 * ``drift_psi``: PSI of X's predicted-label distribution in the window against a reference
   distribution the caller passes in; computed client-side from per-label increases.
 * ``live_accuracy``: feedback labels that matched X's answer / feedback labels joined to X.
+* ``escalation_rate``: texts cascade X sent to its second stage (answered there, or degraded when
+  it was late) / all texts X answered.
 
 Every term of a ratio is ``sum(increase(...)) or vector(0)``: Ray creates a series on its first
 increment, so "no fallback yet" is a missing series, and without ``or vector(0)`` a missing
@@ -40,11 +42,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import get_args
 
-from serving.controller.rules import Measurement, Signal
+from serving.controller.rules import QUANTILES, Measurement, Signal
 from serving.metrics import PROMETHEUS_NAMES, MetricSpec
 
 SIGNALS: tuple[str, ...] = get_args(Signal)
-P99 = 0.99
 # Calls that count against a variant. client_error is the caller's fault; unavailable and
 # internal are recorded for the gateway as a whole (variant "none"), never for a variant.
 VARIANT_ERROR_KINDS = ("variant_error", "timeout")
@@ -147,7 +148,7 @@ def definition(signal: str, variant: str) -> Definition:
     errors = Selector(exported_name("slimgate_errors"), (*v, ("kind", "=~", "|".join(VARIANT_ERROR_KINDS))))
     if signal == "latency_p99_s":
         base = exported_name("slimgate_request_latency_seconds")
-        return Quantile(P99, Selector(f"{base}_bucket", v), Selector(f"{base}_count", v))
+        return Quantile(QUANTILES[signal], Selector(f"{base}_bucket", v), Selector(f"{base}_count", v))
     if signal == "error_rate":
         return Ratio((errors,), (Selector(exported_name("slimgate_requests"), v), errors))
     if signal == "fallback_rate":
@@ -163,6 +164,10 @@ def definition(signal: str, variant: str) -> Definition:
         return Ratio((Selector(f"{base}_sum", v),), (Selector(f"{base}_count", v),))
     if signal == "drift_psi":
         return Distribution(Selector(exported_name("slimgate_predictions"), v), "label")
+    if signal == "escalation_rate":
+        texts = exported_name("slimgate_cascade_texts")
+        escalated = Selector(texts, (*v, ("stage", "=~", "then|degraded")))
+        return Ratio((escalated,), (Selector(texts, v),))
     if signal == "live_accuracy":
         return Ratio((Selector(FEEDBACK_CORRECT, v),), (Selector(FEEDBACK_TOTAL, v),))
     raise ValueError(f"unknown signal {signal!r} (known: {', '.join(SIGNALS)})")
@@ -288,6 +293,29 @@ def _shares(dist: Mapping[str, float], labels: list[str], epsilon: float, what: 
 def samples(count: float) -> int:
     """A sample count as an integer (Prometheus's extrapolated increases are fractional)."""
     return 0 if not math.isfinite(count) or count <= 0 else round(count)
+
+
+def cumulative(buckets: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """Bucket increases by ``le`` as sorted cumulative counts ending at +Inf, monotonic (see
+    :func:`bucket_quantile`); empty without a +Inf bucket."""
+    merged: dict[float, float] = {}
+    for le, count in buckets:
+        merged[le] = merged.get(le, 0.0) + count
+    out: list[tuple[float, float]] = []
+    top = 0.0
+    for le, count in sorted(merged.items()):
+        top = max(top, count)
+        out.append((le, top))
+    return tuple(out) if out and out[-1][0] == math.inf else ()
+
+
+def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> Measurement:
+    """The ``q``-quantile of a window's bucket increases, samples = observations, buckets kept."""
+    cum = cumulative(buckets)
+    value = bucket_quantile(q, cum) if cum else math.nan
+    if math.isnan(value):
+        return Measurement(None, 0)
+    return Measurement(value, samples(cum[-1][1]), cum)
 
 
 def measurement(value: float | None, count: float) -> Measurement:

@@ -39,12 +39,13 @@ from serving.controller.signals import (
     Quantile,
     Ratio,
     Selector,
-    bucket_quantile,
     counter_increase,
     definition,
     drift,
+    duration,
     measurement,
     promql,
+    quantile,
     ratio,
 )
 
@@ -119,6 +120,13 @@ class PrometheusSource:
                     continue
                 counts = {labels.get(d.by, ""): v for labels, v in self.query(value_q, at)}
                 out[signal] = drift(counts, reference)
+                continue
+            if isinstance(d, Quantile):
+                # The buckets themselves, not histogram_quantile: the rule's test counts them, and
+                # the quantile follows from them by the same interpolation.
+                buckets_q = f"sum by (le) (increase({d.buckets.render()}[{duration(window_s)}]))"
+                buckets = [(float(labels.get("le", "nan")), v) for labels, v in self.query(buckets_q, at)]
+                out[signal] = quantile(d.q, [(le, v) for le, v in buckets if not math.isnan(le)])
                 continue
             value = _one(self.query(value_q, at), value_q)
             count = _one(self.query(samples_q, at), samples_q)
@@ -240,8 +248,7 @@ class EmbeddedSource:
                     le = dict(labels).get("le")
                     if le is not None:
                         buckets.append((float(le), inc))
-                count = _total(chain, (d.count,))
-                out[signal] = measurement(bucket_quantile(d.q, buckets) if buckets else math.nan, count)
+                out[signal] = quantile(d.q, buckets)
             else:
                 counts: dict[str, float] = {}
                 for labels, inc in _increases(chain, d.counter).items():

@@ -148,8 +148,6 @@ def test_evaluate_all_keys_by_rule_name_and_treats_missing_as_no_data() -> None:
 
 
 def test_confidence_fails_a_share_only_when_significantly_beyond_its_bound():
-    from serving.controller.rules import wilson_interval
-
     rule = Rule(signal="shadow_agreement", min=0.91, confidence=0.95)
     # A healthy candidate at 0.90 agreement over 50 samples is within noise of 0.91: inconclusive.
     assert evaluate(rule, Measurement(0.90, 50)) is Outcome.NO_DATA
@@ -159,13 +157,75 @@ def test_confidence_fails_a_share_only_when_significantly_beyond_its_bound():
     errors = Rule(signal="error_rate", max=0.05, confidence=0.95)
     assert evaluate(errors, Measurement(0.08, 50)) is Outcome.NO_DATA
     assert evaluate(errors, Measurement(0.5, 20)) is Outcome.FAIL
-    low, high = wilson_interval(0.5, 100, 0.95)
-    assert 0.41 < low < 0.42 and 0.58 < high < 0.59  # textbook Wilson bounds, z = 1.645
+
+
+def test_strong_evidence_fails_below_the_minimum_sample_and_weak_evidence_never_passes():
+    errors = Rule(signal="error_rate", max=0.05, confidence=0.95, min_samples=20)
+    # Every one of 4 calls failing: P = 0.05^4, decisive although 4 < 20.
+    assert evaluate(errors, Measurement(1.0, 4)) is Outcome.FAIL
+    # One failed call of one is what a healthy 5% variant does 1 time in 20: not significant.
+    assert evaluate(errors, Measurement(1.0, 1)) is Outcome.NO_DATA
+    # No errors from 4 calls is not enough to pass.
+    assert evaluate(errors, Measurement(0.0, 4)) is Outcome.NO_DATA
+    plain = Rule(signal="error_rate", max=0.05, min_samples=20)  # no confidence: no test
+    assert evaluate(plain, Measurement(1.0, 4)) is Outcome.NO_DATA
+
+
+def test_binomial_tail_is_exact():
+    from math import comb
+
+    from serving.controller.rules import binomial_tail
+
+    def exact(k: int, n: int, p: float) -> float:
+        return sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+
+    for k, n, p in [(5, 60, 0.01), (2, 2, 0.05), (20, 20, 0.01), (30, 100, 0.2), (3, 10, 0.1)]:
+        assert binomial_tail(k, n, p) == pytest.approx(exact(k, n, p), rel=1e-9), (k, n, p)
+    assert binomial_tail(0, 10, 0.3) == 1.0 and binomial_tail(11, 10, 0.3) == 0.0
+    assert binomial_tail(2, 100, 0.5) == 1.0  # at or below the mean: never significant
+    assert binomial_tail(60_000, 100_000, 0.5) < 1e-300 or binomial_tail(60_000, 100_000, 0.5) == 0.0
+
+
+def _latency(over: int, n: int, bound_le: float = 0.1) -> Measurement:
+    """n requests of which ``over`` took 0.5 s, the rest 5 ms; p99 interpolated as Prometheus does."""
+    from serving.controller.signals import quantile
+
+    return quantile(0.99, [(0.005, n - over), (bound_le, n - over), (0.5, n), (math.inf, n)])
+
+
+def test_a_latency_quantile_fails_on_the_requests_counted_above_its_bound():
+    rule = default_rules(None)[0]
+    assert rule.signal == "latency_p99_s" and rule.confidence is not None
+    stable = _latency(0, 500)  # p99 about 5 ms: the bound is stable + 50 ms
+    # Twenty of twenty requests over the bound: far fewer than the 50 a pass needs, still decisive.
+    assert evaluate(rule, _latency(20, 20), stable) is Outcome.FAIL
+    # Five of sixty (8%, where a p99 within the bound allows 1%): p < 0.001.
+    assert evaluate(rule, _latency(5, 60), stable) is Outcome.FAIL
+    # Two of sixty puts the estimated p99 over the bound, but it is what one burst does: no data.
+    two = _latency(2, 60)
+    assert two.value is not None and two.value > 0.055
+    assert evaluate(rule, two, stable) is Outcome.NO_DATA
+    # None over the bound passes once the sample is large enough, not before.
+    assert evaluate(rule, _latency(0, 60), stable) is Outcome.PASS
+    assert evaluate(rule, _latency(0, 30), stable) is Outcome.NO_DATA
+    # Without stable's bound there is nothing to judge against.
+    assert evaluate(rule, _latency(20, 20), Measurement(None, 0)) is Outcome.NO_DATA
+
+
+def test_requests_above_a_bound_are_counted_conservatively():
+    m = _latency(7, 100)
+    assert m.samples == 100
+    assert m.above(0.1) == 7 and m.above(0.05) == 7  # the bucket (5 ms, 100 ms] straddles 50 ms
+    assert m.above(0.001) == 7  # the first bucket (0, 5 ms] straddles 1 ms
+    assert m.above(0.6) == 0  # beyond the top finite bucket: unknown
+    assert Measurement(0.2, 10).above(0.1) == 0  # no buckets, no count
 
 
 def test_confidence_is_refused_where_it_has_no_meaning():
     with pytest.raises(ValueError, match="confidence"):
-        Rule(signal="latency_p99_s", max=1.5, relative_to_stable=True, confidence=0.95)
+        Rule(signal="latency_p99_s", min=0.5, confidence=0.95)
+    with pytest.raises(ValueError, match="confidence"):
+        Rule(signal="error_rate", max=1.5, relative_to_stable=True, confidence=0.95)
     with pytest.raises(ValueError, match="confidence"):
         Rule(signal="drift_psi", max=0.2, confidence=0.95)
 

@@ -165,6 +165,8 @@ class Op:
 #   latency      cand 18 x 4 ms, 2 x 40 ms; stable 40 x 12 ms, 3 fallbacks x 200 ms
 #   shadow       cand agrees on 45 of 50 texts, distance 0.02 x 45 and 0.4 x 5 (mean 0.058)
 #   predictions  cand 10 pos / 10 neg; stable 30 pos / 13 neg; feedback cand 8/10, stable 19/20
+#   cascade      cand (a cascade) answers 16 texts with its first stage, escalates 4: 3 answered
+#                by its second stage, 1 degraded
 BATCH = [
     Op("slimgate_requests", {"variant": "stable", "route": "split"}, 40),
     Op("slimgate_requests", {"variant": "stable", "route": "fallback"}, 3),
@@ -190,6 +192,9 @@ BATCH = [
     Op("slimgate_feedback_correct", {"variant": "cand"}, 8),
     Op("slimgate_feedback", {"variant": "stable"}, 20),
     Op("slimgate_feedback_correct", {"variant": "stable"}, 19),
+    Op("slimgate_cascade_texts", {"variant": "cand", "stage": "first"}, 16),
+    Op("slimgate_cascade_texts", {"variant": "cand", "stage": "then"}, 3),
+    Op("slimgate_cascade_texts", {"variant": "cand", "stage": "degraded"}, 1),
 ]
 REFERENCE = {"pos": 0.5, "neg": 0.5}
 
@@ -207,6 +212,7 @@ def expected(batches: int) -> dict[str, dict[str, Measurement]]:
             "shadow_distance": Measurement(0.058, 50 * n),
             "drift_psi": Measurement(0.0, 20 * n),
             "live_accuracy": Measurement(0.8, 10 * n),
+            "escalation_rate": Measurement(4 / 20, 20 * n),
         },
         "stable": {
             "error_rate": Measurement(1 / 44, 44 * n),
@@ -217,6 +223,7 @@ def expected(batches: int) -> dict[str, dict[str, Measurement]]:
             "shadow_distance": Measurement(None, 0),
             "drift_psi": Measurement(psi({"pos": 30, "neg": 13}, REFERENCE), 43 * n),
             "live_accuracy": Measurement(0.95, 20 * n),
+            "escalation_rate": Measurement(None, 0),
         },
     }
 
@@ -511,6 +518,13 @@ def test_prometheus_and_embedded_sources_agree_on_the_same_traffic(stack: Stack)
         assert_measured(from_prometheus, want[variant], rel=1e-6)
         assert_measured(from_embedded, want[variant])
         assert_measured(from_prometheus, from_embedded, rel=1e-6)
+    # The buckets the latency rule counts over-bound requests from arrive the same from both:
+    # 2 of cand's 20 observations a batch lie above 30 ms.
+    over = [
+        src.measure("cand", ["latency_p99_s"], 120, None)["latency_p99_s"].above(0.03)
+        for src in (prom, embedded)
+    ]
+    assert over == [2 * 3, 2 * 3]
 
 
 def test_prometheus_query_errors_are_source_errors(stack: Stack):
