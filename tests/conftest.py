@@ -80,6 +80,33 @@ def small_registry(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def cascade_registry(small_registry, tmp_path_factory) -> Path:
+    """The small registry plus the cascade student-int8 -> teacher, calibrated by the real factory
+    on 96 validation texts (escalating at most 30%) and not evaluated."""
+    import shutil
+
+    from variants import Registry
+    from variants.dataset import load_dataset
+    from variants.pipeline import build
+    from variants.recipe import parse_recipe
+
+    root = tmp_path_factory.mktemp("cascade-registry")
+    shutil.copytree(small_registry, root, dirs_exist_ok=True)
+    build(parse_recipe(CASCADE_RECIPE), Registry(root), dataset=load_dataset(), progress=False)
+    return root
+
+
+CASCADE_RECIPE = {
+    **SERVING_RECIPE,
+    "variants": ["student-int8"],
+    "cascade": {
+        "validation_examples": 96,
+        "pairs": [{"first": "student-int8", "then": "teacher", "target": {"max_escalation": 0.3}}],
+    },
+}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def controller_state(tmp_path_factory):
     """Every `slimgate apply` of the tests audits into a scratch state file, never the user's."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from variants.cascade import target_met
 from variants.dataset import Dataset
 from variants.evaluation import run_isolated
 from variants.recipe import Recipe
@@ -22,6 +23,20 @@ from variants.registry import Gate, Manifest, Registry, sha256_json
 def _eval_key(recipe: Recipe, test_hash: str, teacher_ref: str) -> str:
     return sha256_json(
         {"evaluation": recipe.evaluation.model_dump(mode="json"), "test": test_hash, "teacher": teacher_ref}
+    )
+
+
+def cascade_target_met(m: Manifest, metrics: dict) -> tuple[bool, str]:
+    """Whether a cascade's test figures meet the target it was calibrated for, in words."""
+    target = (m.calibration or {})["target"]
+    c = metrics["cascade"]
+    return target_met(
+        target["kind"],
+        float(target["value"]),
+        accuracy=metrics["accuracy"],
+        agreement=metrics["agreement"],
+        escalation=c["escalation_rate"],
+        then_accuracy=c["second_stage_accuracy"],
     )
 
 
@@ -43,7 +58,10 @@ def assess(
     texts, y = test.texts, test.label_ids
     teacher = by_name["teacher"]
     key = _eval_key(recipe, test.content_hash, teacher.ref)
-    order = ["teacher"] + [n for n in by_name if n != "teacher"]
+    # The teacher first (everything is relative to it), cascades last (their target is relative to
+    # their second stage's test accuracy).
+    cascades = [n for n in by_name if by_name[n].backend == "cascade"]
+    order = ["teacher"] + [n for n in by_name if n != "teacher" and n not in cascades] + cascades
     teacher_pred: np.ndarray | None = None
     out: list[Manifest] = []
     for name in order:
@@ -52,7 +70,8 @@ def assess(
         if cached is None:
             if on_variant:
                 on_variant(name)
-            metrics = run_isolated(registry.root, m.ref, texts, y, cfg)
+            reference = None if teacher_pred is None else teacher_pred.tolist()
+            metrics = run_isolated(registry.root, m.ref, texts, y, cfg, reference)
             metrics["eval_key"] = key
             metrics["test_hash"] = test.content_hash
         else:
@@ -66,16 +85,28 @@ def assess(
         metrics["retention"] = metrics["accuracy"] / teacher_acc if teacher_acc else float("nan")
         m.metrics = metrics
         passed = metrics["retention"] >= recipe.gate.min_retention
-        m.gate = Gate(
-            status="passed" if passed else "rejected",
-            min_retention=recipe.gate.min_retention,
-            retention=metrics["retention"],
-            reason=None
+        reason = (
+            None
             if passed
             else (
                 f"retention {metrics['retention']:.4f} < {recipe.gate.min_retention} "
                 f"(accuracy {metrics['accuracy']:.4f} vs teacher {teacher_acc:.4f})"
-            ),
+            )
+        )
+        if m.backend == "cascade":
+            met, said = cascade_target_met(m, metrics)
+            metrics["cascade"]["target_met"] = met
+            metrics["cascade"]["target"] = said
+            if not met:
+                passed, reason = (
+                    False,
+                    f"cascade target missed on test: {said}" + (f"; {reason}" if reason else ""),
+                )
+        m.gate = Gate(
+            status="passed" if passed else "rejected",
+            min_retention=recipe.gate.min_retention,
+            retention=metrics["retention"],
+            reason=reason,
         )
         # A rejected variant can never stay deployable; a passing one becomes deployable.
         m.deployable = passed

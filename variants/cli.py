@@ -75,8 +75,12 @@ def _report(reg: Registry, manifests, skipped, baseline, recipe_name: str) -> No
         )
     (out / "evaluation.md").write_text(md + "\n", encoding="utf-8")
     report.frontier_plot(manifests, out / "frontier.png")
+    curves = report.cascade_curves_plot(manifests, out / "cascade-curves.png")
     print(md)
-    print(f"\nreport: {out / 'evaluation.md'}, {out / 'evaluation.json'}, {out / 'frontier.png'}")
+    print(
+        f"\nreport: {out / 'evaluation.md'}, {out / 'evaluation.json'}, {out / 'frontier.png'}"
+        + (f", {curves}" if curves else "")
+    )
 
 
 def _log_to_stderr(quiet: bool) -> None:

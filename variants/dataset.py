@@ -51,6 +51,8 @@ LABELS: tuple[str, ...] = tuple(
     )
 )
 SNAPSHOT_PATH: Path = Path(__file__).resolve().parent / "data" / "wordnet_nouns.jsonl.gz"
+# WordNet's verb glosses: text of another distribution (no labels of this task), for shift drills.
+VERB_GLOSSES_PATH: Path = Path(__file__).resolve().parent / "data" / "wordnet_verb_glosses.jsonl.gz"
 
 _LABEL_INDEX = {label: i for i, label in enumerate(LABELS)}
 _REQUIRED_KEYS = ("offset", "label", "words", "text")
@@ -114,6 +116,16 @@ class Dataset:
 
     def hashes(self) -> dict[str, str]:
         return {s.name: s.content_hash for s in (self.train, self.validation, self.test)}
+
+
+def load_verb_glosses(path: Path | None = None) -> list[str]:
+    """The verb glosses' texts, in offset order (see ``variants.data.make_snapshot``)."""
+    path = Path(path) if path is not None else VERB_GLOSSES_PATH
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        texts = [json.loads(line)["text"] for line in fh if line.strip()]
+    if not texts:
+        raise ValueError(f"verb glosses {path} are empty")
+    return texts
 
 
 def load_snapshot(path: Path | None = None) -> list[dict[str, Any]]:

@@ -80,10 +80,44 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(
-    registry: str, ref: str, texts: list[str], y_true: list[int], cfg: EvaluationConfig
+def cascade_figures(
+    predictor: Any,
+    texts: list[str],
+    y: np.ndarray,
+    reference: np.ndarray | None,
+    escalated: np.ndarray,
+    bs: int,
 ) -> dict[str, Any]:
-    from variants.predictor import load_variant
+    """A cascade's own figures on the test texts: escalation, each stage alone, and the whole
+    threshold curve of both confidence measures (every stage run on every text for the curve)."""
+    from variants.cascade import MEASURES, curve
+
+    first = np.concatenate(
+        [predictor.first.predict_proba(texts[i : i + bs]) for i in range(0, len(texts), bs)]
+    )
+    then = np.concatenate([predictor.then.predict_proba(texts[i : i + bs]) for i in range(0, len(texts), bs)])
+    then_pred = then.argmax(axis=1)
+    return {
+        "escalation_rate": float(escalated.mean()) if len(escalated) else float("nan"),
+        "measure": predictor.measure,
+        "threshold": predictor.threshold,
+        "first_stage_accuracy": accuracy(y, first.argmax(axis=1)),
+        "second_stage_accuracy": accuracy(y, then_pred),
+        "curves": {m: curve(first, then_pred, y, m, reference).sampled() for m in MEASURES},
+    }
+
+
+def measure(
+    registry: str,
+    ref: str,
+    texts: list[str],
+    y_true: list[int],
+    cfg: EvaluationConfig,
+    reference: list[int] | None = None,
+) -> dict[str, Any]:
+    """Every figure of one variant on the test texts; ``reference`` = the teacher's answers there,
+    which a cascade's agreement curve is drawn against."""
+    from variants.predictor import CascadePredictor, load_variant
     from variants.registry import parse_ref
 
     name, version = parse_ref(ref)
@@ -94,9 +128,17 @@ def measure(
 
     # Quality pass: the whole test set in batches of the throughput size.
     bs = cfg.throughput_batch_size
-    probs = np.concatenate([predictor.predict_proba(texts[i : i + bs]) for i in range(0, len(texts), bs)])
-    pred = probs.argmax(axis=1)
     y = np.asarray(y_true)
+    extra: dict[str, Any] = {}
+    if isinstance(predictor, CascadePredictor):
+        staged = [predictor.predict_staged(texts[i : i + bs]) for i in range(0, len(texts), bs)]
+        probs = np.concatenate([p for p, _ in staged])
+        escalated = np.concatenate([e for _, e in staged])
+        ref_pred = None if reference is None else np.asarray(reference)
+        extra["cascade"] = cascade_figures(predictor, texts, y, ref_pred, escalated, bs)
+    else:
+        probs = np.concatenate([predictor.predict_proba(texts[i : i + bs]) for i in range(0, len(texts), bs)])
+    pred = probs.argmax(axis=1)
     labels = list(predictor.label_names)
 
     # Latency: one text per call, as an interactive client sends them.
@@ -138,6 +180,7 @@ def measure(
         "peak_rss_mb": peak_mb,
         "model_memory_mb": max(0.0, peak_mb - base_rss),
         "predictions": pred.tolist(),
+        **extra,
     }
 
 
@@ -150,12 +193,17 @@ def _worker_main() -> None:
     a = ap.parse_args()
     job = json.loads(Path(a.job).read_text(encoding="utf-8"))
     cfg = EvaluationConfig.model_validate(job["config"])
-    result = measure(a.registry, a.ref, job["texts"], job["labels"], cfg)
+    result = measure(a.registry, a.ref, job["texts"], job["labels"], cfg, job.get("reference"))
     Path(a.out).write_text(json.dumps(result), encoding="utf-8")
 
 
 def run_isolated(
-    registry: Path, ref: str, texts: list[str], labels: list[int], cfg: EvaluationConfig
+    registry: Path,
+    ref: str,
+    texts: list[str],
+    labels: list[int],
+    cfg: EvaluationConfig,
+    reference: list[int] | None = None,
 ) -> dict:
     """Measure ``ref`` in a fresh interpreter with the configured thread count."""
     env = dict(os.environ)
@@ -164,7 +212,10 @@ def run_isolated(
     with tempfile.TemporaryDirectory(prefix="slimgate-eval-") as tmp:
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job.write_text(
-            json.dumps({"texts": texts, "labels": labels, "config": cfg.model_dump()}), encoding="utf-8"
+            json.dumps(
+                {"texts": texts, "labels": labels, "config": cfg.model_dump(), "reference": reference}
+            ),
+            encoding="utf-8",
         )
         proc = subprocess.run(
             [

@@ -31,6 +31,7 @@ from variants.builders import (
     tensorrt_builder,
     tensorrt_unavailable_reason,
 )
+from variants.cascade_step import build_cascade, cascade_inputs, cascade_key, parents_of
 from variants.cuda_cast import cuda_cast_builder, cuda_unavailable_reason
 from variants.dataset import Dataset, load_dataset
 from variants.provenance import code_version, library_versions, teacher_fingerprint
@@ -180,6 +181,44 @@ def inputs_key(step: Step, ctx: BuildContext) -> str:
     )
 
 
+def _build_or_reuse(
+    ctx: BuildContext,
+    name: str,
+    parents: list[str],
+    sections: dict[str, Any],
+    key: str,
+    make: Callable[[Path], dict[str, Any]],
+    force: frozenset[str],
+    common: dict[str, Any],
+) -> StepOutcome:
+    """Reuse the registered version built from ``key``, or build one into a staging folder."""
+    existing = None if name in force else ctx.registry.find_by_inputs(name, key)
+    if existing:
+        ctx.built[name] = existing
+        return StepOutcome(name, "reused", existing.ref)
+    start = time.perf_counter()
+    log.info("build %s", name)
+    with tempfile.TemporaryDirectory(prefix=f"slimgate-{name}-") as tmp:
+        staging = Path(tmp) / "out"
+        fields = make(staging)
+        fields.setdefault("build", {})["seconds"] = round(time.perf_counter() - start, 2)
+        manifest = ctx.registry.register(
+            staging,
+            name=name,
+            task=ctx.recipe.task,
+            labels=ctx.labels,
+            max_length=ctx.recipe.data.max_length,
+            parents=[ctx.built[p].ref for p in parents],
+            data=ctx.dataset.hashes(),
+            recipe=sections,
+            inputs_key=key,
+            **common,
+            **fields,
+        )
+    ctx.built[name] = manifest
+    return StepOutcome(name, "built", manifest.ref, seconds=time.perf_counter() - start)
+
+
 def build(
     recipe: Recipe,
     registry: Registry,
@@ -196,8 +235,11 @@ def build(
     )
     ctx = BuildContext(recipe=recipe, registry=registry, dataset=ds, progress=progress)
     outcomes: list[StepOutcome] = []
-    teacher_fp = teacher_fingerprint(recipe.teacher.model)
-    code, libs = code_version(), library_versions()
+    common = {
+        "teacher": teacher_fingerprint(recipe.teacher.model),
+        "code_version": code_version(),
+        "library_versions": library_versions(),
+    }
     for name in plan(list(recipe.variants)):
         step = STEPS[name]
         missing = [p for p in step.parents if p not in ctx.built]
@@ -210,32 +252,33 @@ def build(
             log.info("skip %s: %s", name, reason)
             continue
         key = inputs_key(step, ctx)
-        existing = None if name in force else registry.find_by_inputs(name, key)
-        if existing:
-            ctx.built[name] = existing
-            outcomes.append(StepOutcome(name, "reused", existing.ref))
-            continue
-        start = time.perf_counter()
-        log.info("build %s", name)
-        with tempfile.TemporaryDirectory(prefix=f"slimgate-{name}-") as tmp:
-            staging = Path(tmp) / "out"
-            fields = step.build(ctx, staging)
-            fields.setdefault("build", {})["seconds"] = round(time.perf_counter() - start, 2)
-            manifest = registry.register(
-                staging,
-                name=name,
-                task=recipe.task,
-                labels=ctx.labels,
-                max_length=recipe.data.max_length,
-                parents=[ctx.built[p].ref for p in step.parents],
-                teacher=teacher_fp,
-                data=ds.hashes(),
-                recipe=step.sections(recipe),
-                inputs_key=key,
-                code_version=code,
-                library_versions=libs,
-                **fields,
+        outcomes.append(
+            _build_or_reuse(
+                ctx,
+                name,
+                list(step.parents),
+                step.sections(recipe),
+                key,
+                lambda staging, step=step: step.build(ctx, staging),
+                force,
+                common,
             )
-        ctx.built[name] = manifest
-        outcomes.append(StepOutcome(name, "built", manifest.ref, seconds=time.perf_counter() - start))
+        )
+    for pair in recipe.cascade.pairs:
+        missing = [p for p in parents_of(pair) if p not in ctx.built]
+        if missing:
+            outcomes.append(StepOutcome(pair.name, "skipped", reason=f"stage {missing[0]} was not built"))
+            continue
+        outcomes.append(
+            _build_or_reuse(
+                ctx,
+                pair.name,
+                list(parents_of(pair)),
+                cascade_inputs(pair, ctx)["recipe"],
+                cascade_key(pair, ctx),
+                lambda staging, pair=pair: build_cascade(pair, ctx, staging),
+                force,
+                common,
+            )
+        )
     return ctx, outcomes

@@ -163,6 +163,82 @@ class GateConfig(_Section):
     )
 
 
+class CascadeTarget(_Section):
+    """What a cascade must reach; exactly one field is set."""
+
+    accuracy_margin: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="Accuracy no lower than the second stage's minus this (0.001 = 0.1 point)."
+    )
+    min_agreement: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Top-1 agreement with the teacher of at least this."
+    )
+    max_escalation: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None,
+        description="At most this share of texts sent to the second stage (the most accurate such point).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CascadeTarget:
+        set_ = [
+            k for k in ("accuracy_margin", "min_agreement", "max_escalation") if getattr(self, k) is not None
+        ]
+        if len(set_) != 1:
+            raise ValueError(
+                "set exactly one of accuracy_margin, min_agreement, max_escalation"
+                + (f" (got {', '.join(set_)})" if set_ else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(
+            k for k in ("accuracy_margin", "min_agreement", "max_escalation") if getattr(self, k) is not None
+        )
+
+    @property
+    def value(self) -> float:
+        v = getattr(self, self.kind)
+        assert v is not None
+        return float(v)
+
+
+class CascadePair(_Section):
+    first: str = Field(description="The variant that answers every text (the cheap one).")
+    then: str = Field(description="The variant that answers the texts the first stage is unsure of.")
+    target: CascadeTarget = Field(
+        default_factory=lambda: CascadeTarget(accuracy_margin=0.001),
+        description="What the threshold, chosen on the validation split, must reach; met on test to deploy.",
+    )
+    measure: Literal["auto", "max_probability", "margin"] = Field(
+        "auto",
+        description="The first stage's confidence: its top probability, the gap between its top two, or "
+        "'auto' (whichever meets the target with fewer escalations on the validation split).",
+    )
+
+    @model_validator(mode="after")
+    def _two_stages(self) -> CascadePair:
+        for field_name in ("first", "then"):
+            if getattr(self, field_name) not in VARIANT_NAMES:
+                raise ValueError(f"{field_name}: unknown variant {getattr(self, field_name)!r}")
+        if self.first == self.then:
+            raise ValueError(f"a cascade of {self.first} into itself has nothing to escalate to")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"cascade-{self.first}-to-{self.then}"
+
+
+class CascadeConfig(_Section):
+    pairs: list[CascadePair] = Field(
+        default_factory=list,
+        description="Cascades to calibrate; each is built when both its stages are (skipped otherwise).",
+    )
+    validation_examples: PositiveInt | None = Field(
+        None, description="Validation texts the threshold is chosen on (a deterministic subset); null = all."
+    )
+
+
 VARIANT_NAMES = (
     "teacher",
     "teacher-onnx",
@@ -189,6 +265,7 @@ class Recipe(_Section):
     cuda: CudaConfig = Field(default_factory=CudaConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     variants: list[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]
         list(VARIANT_NAMES), description="Variants to build; their parents are built as needed."
     )

@@ -87,8 +87,8 @@ class Manifest(BaseModel):
     version: int
     task: str
     labels: list[str]
-    backend: Literal["torch", "onnxruntime", "tensorrt"]
-    format: Literal["safetensors", "onnx"]
+    backend: Literal["torch", "onnxruntime", "tensorrt", "cascade"]
+    format: Literal["safetensors", "onnx", "cascade"]
     precision: str = Field(description="fp32, fp16, bf16, int8-dynamic, int8-static, int8-qat")
     device: Literal["cpu", "cuda"] = Field(
         "cpu", description="where the variant runs (and was measured): cpu, or cuda (needs a GPU)"

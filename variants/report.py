@@ -1,4 +1,5 @@
-"""The evaluation report: a Markdown table, a JSON document and the accuracy-throughput frontier plot."""
+"""The evaluation report: a Markdown table, a JSON document, the accuracy-throughput frontier plot and
+every cascade's threshold curve (accuracy against escalation rate on the test split)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ COLUMNS = [
     ("p99 ms (b1)", "{:.2f}"),
     ("throughput/s (b32)", "{:.0f}"),
     ("speed-up", "{:.2f}x"),
+    ("escalated", "{:.1%}"),
     ("size MB", "{:.1f}"),
     ("mem MB", "{:.0f}"),
     ("gate", "{}"),
@@ -48,6 +50,8 @@ def rows(manifests: list[Manifest]) -> list[dict[str, Any]]:
                 "p99 ms (b1)": x["latency_ms_p99"],
                 "throughput/s (b32)": x["throughput_per_s"],
                 "speed-up": x["throughput_per_s"] / base if base else float("nan"),
+                # Only a cascade sends texts on; for every other variant the column is empty.
+                "escalated": x["cascade"]["escalation_rate"] if "cascade" in x else None,
                 "size MB": x["size_mb"],
                 "mem MB": x["model_memory_mb"],
                 "gate": m.gate.status + (" (deployable)" if m.deployable else ""),
@@ -61,7 +65,7 @@ def markdown(manifests: list[Manifest], skipped: list[tuple[str, str]] = ()) -> 
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
     lines = [head, sep]
     for r in rows(manifests):
-        lines.append("| " + " | ".join(fmt.format(r[c]) for c, fmt in COLUMNS) + " |")
+        lines.append("| " + " | ".join("" if r[c] is None else fmt.format(r[c]) for c, fmt in COLUMNS) + " |")
     for name, reason in skipped:
         lines.append(f"| {name} | skipped: {reason} |" + " |" * (len(COLUMNS) - 2))
     return "\n".join(lines)
@@ -79,6 +83,7 @@ def as_json(manifests: list[Manifest], extra: dict[str, Any]) -> str:
                 "precision": m.precision,
                 "device": m.device,
                 "parents": m.parents,
+                "calibration": m.calibration,
                 "gate": m.gate.model_dump(),
                 "deployable": m.deployable,
                 "metrics": {k: v for k, v in (m.metrics or {}).items() if k != "predictions"},
@@ -101,8 +106,10 @@ def frontier_plot(manifests: list[Manifest], path: Path) -> Path:
         if m.metrics
     ]
     fig, ax = plt.subplots(figsize=(8, 5))
+    cascades = {m.name for m in manifests if m.backend == "cascade"}
     for name, thr, acc, gate in pts:
-        ax.scatter(thr, acc, s=60, color="tab:green" if gate == "passed" else "tab:red", zorder=3)
+        color = "tab:green" if gate == "passed" else "tab:red"
+        ax.scatter(thr, acc, s=60, color=color, marker="D" if name in cascades else "o", zorder=3)
         ax.annotate(name, (thr, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
     # The Pareto frontier: no other variant is both faster and more accurate.
     front = sorted(pts, key=lambda p: -p[1])
@@ -115,11 +122,48 @@ def frontier_plot(manifests: list[Manifest], path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("throughput, texts/s at batch 32 (log scale)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("slimgate variants: accuracy vs throughput (green = passed gate)")
+    ax.set_title("slimgate variants: accuracy vs throughput (green = passed gate, diamond = cascade)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def cascade_curves_plot(manifests: list[Manifest], path: Path) -> Path | None:
+    """One panel per cascade: test accuracy against escalation rate for both confidence measures,
+    the stages alone as horizontal lines and the calibrated point; None without a cascade."""
+    found = [m for m in manifests if m.backend == "cascade" and m.metrics and "cascade" in m.metrics]
+    if not found:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(found), figsize=(6.5 * len(found), 4.8), squeeze=False)
+    for ax, m in zip(axes[0], found, strict=True):
+        c = m.metrics["cascade"]  # type: ignore[index]
+        for measure, pts in c["curves"].items():
+            ax.plot([e * 100 for e in pts["escalation"]], pts["accuracy"], label=f"confidence: {measure}")
+        ax.axhline(c["first_stage_accuracy"], color="grey", ls=":", label="first stage alone")
+        ax.axhline(c["second_stage_accuracy"], color="black", ls="--", label="second stage alone")
+        ax.scatter(
+            [c["escalation_rate"] * 100],
+            [m.metrics["accuracy"]],
+            color="tab:red",
+            zorder=3,  # type: ignore[index]
+            label=f"calibrated on validation ({c['measure']} < {c['threshold']:.3f})",
+        )
+        ax.set_xlabel("texts escalated to the second stage, % (test split)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{m.ref}: {' -> '.join(p.split('@')[0] for p in m.parents[:2])}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

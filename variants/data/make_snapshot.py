@@ -1,9 +1,12 @@
-"""Regenerates the WordNet noun snapshot (``wordnet_nouns.jsonl.gz``) from Debian's ``wordnet-base``.
+"""Regenerates the WordNet noun snapshot (``wordnet_nouns.jsonl.gz``) from Debian's ``wordnet-base``,
+and the verb-gloss snapshot (``wordnet_verb_glosses.jsonl.gz``): text of another distribution, the
+shifted traffic that the cascade's escalation-rate rule is tested and benchmarked with.
 
-Owns the parsing of WordNet 3.0 ``data.noun`` lines, the gloss cleaning (definition kept, quoted
-usage examples dropped) and the deterministic gzip JSON-lines writer.
+Owns the parsing of WordNet 3.0 ``data.noun`` and ``data.verb`` lines, the gloss cleaning
+(definition kept, quoted usage examples dropped) and the deterministic gzip JSON-lines writer.
 
-Usage: ``python -m variants.data.make_snapshot [--wordnet-dir /usr/share/wordnet] [--out PATH]``
+Usage: ``python -m variants.data.make_snapshot [--wordnet-dir /usr/share/wordnet] [--out PATH]
+[--verbs-out PATH]``
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 DEFAULT_OUT = Path(__file__).resolve().parent / "wordnet_nouns.jsonl.gz"
+DEFAULT_VERBS_OUT = Path(__file__).resolve().parent / "wordnet_verb_glosses.jsonl.gz"
 
 # WordNet 3.0 lexicographer files for nouns (lexnames(5WN)); numbers outside 03..28 are
 # adjective, adverb or verb files and must never occur in data.noun.
@@ -147,12 +151,29 @@ def parse_data_noun(lines: Iterable[str]) -> list[SnapshotRecord]:
     return records
 
 
-def iter_jsonl(records: Iterable[SnapshotRecord]) -> Iterator[bytes]:
+def parse_verb_glosses(lines: Iterable[str]) -> list[dict[str, str]]:
+    """``data.verb`` lines -> {offset, text} of every verb synset with a definition, by offset."""
+    out = []
+    for line in lines:
+        if not line.strip() or line.startswith("  "):
+            continue
+        head, sep, gloss = line.partition("|")
+        fields = head.split()
+        if not sep or len(fields) < 3 or fields[2] != "v":
+            raise ValueError(f"not a verb synset line: {line[:80]!r}")
+        text = clean_gloss(gloss.strip())
+        if text:
+            out.append({"offset": fields[0], "text": text})
+    out.sort(key=lambda r: r["offset"])
+    return out
+
+
+def iter_jsonl(records: Iterable[Any]) -> Iterator[bytes]:
     for record in records:
         yield (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def write_snapshot(records: Iterable[SnapshotRecord], out: Path) -> None:
+def write_snapshot(records: Iterable[Any], out: Path) -> None:
     """Write gzip JSON lines with a fixed header (no name, mtime 0) so the bytes are reproducible."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -167,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wordnet-dir", type=Path, default=DEFAULT_WORDNET_DIR)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--verbs-out", type=Path, default=DEFAULT_VERBS_OUT)
     args = parser.parse_args(argv)
     source = args.wordnet_dir / "data.noun"
     # latin-1 never fails to decode; WordNet 3.0 data.noun is pure ASCII anyway.
@@ -178,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{source}: labels missing from the data: {missing}")
     write_snapshot(records, args.out)
     print(f"wrote {len(records)} synsets ({len(labels)} labels) to {args.out}")
+    with (args.wordnet_dir / "data.verb").open(encoding="latin-1") as fh:
+        verbs = parse_verb_glosses(fh)
+    write_snapshot(verbs, args.verbs_out)
+    print(f"wrote {len(verbs)} verb glosses to {args.verbs_out}")
 
 
 if __name__ == "__main__":
