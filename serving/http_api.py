@@ -198,6 +198,9 @@ class HttpApi:
         request_id = self._request_id(request)
         served = await self.dp.serve(table, req.texts, request_id, pinned=pinned, sticky=sticky)
         outputs = predict_outputs(served.labels, served.answer.probabilities, req.top_k)
+        if served.answer.stages is not None:
+            for out, stage in zip(outputs, served.answer.stages, strict=True):
+                out["stage"] = stage
         body = {
             "request_id": request_id,
             "variant": served.key,

@@ -32,11 +32,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.admission import AdmissionControl
+from serving.cascade_client import CascadeClient, read_calibration
 from serving.config import GatewayConfig, config_revision, parse_config
 from serving.dataplane import Dataplane, RouteTable
 from serving.errors_and_auth import AdminToken, ApiError
 from serving.http_api import HttpApi
-from serving.metrics import ADMISSION_LIMIT, CONFIG_REVISION, IN_FLIGHT, VARIANT_READY, WEIGHT, GatewayMetrics
+from serving.metrics import (
+    ADMISSION_LIMIT,
+    CASCADE_EXPECTED_ESCALATION,
+    CONFIG_REVISION,
+    IN_FLIGHT,
+    VARIANT_READY,
+    WEIGHT,
+    GatewayMetrics,
+)
 from serving.names import VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 from serving.oip_grpc import GrpcApi
 from serving.variant_clients import (
@@ -113,6 +122,8 @@ class Router:
         out: dict[str, VariantClient] = {}
         for key, spec in sorted(cfg.variants.items()):
             current = self.clients.get(key)
+            if spec.cascade is not None:
+                continue  # composed from its stages' clients below
             if not spec.in_router:
                 if isinstance(current, RemoteVariant):
                     current.configure(spec)
@@ -138,7 +149,42 @@ class Router:
                 if key == cfg.routing.stable and isinstance(current, InlineVariant):
                     current.configure(spec)
                     out[key] = current  # stable keeps serving what it had
+        for key, spec in sorted(cfg.variants.items()):
+            if spec.cascade is not None:
+                cascade = await self._cascade(key, spec, out, registry)
+                if cascade is not None:
+                    out[key] = cascade
         return out
+
+    async def _cascade(
+        self, key: str, spec: Any, stages: dict[str, VariantClient], registry: str | None
+    ) -> CascadeClient | None:
+        first, then = stages.get(spec.cascade.first), stages.get(spec.cascade.then)
+        if first is None or then is None:
+            missing = spec.cascade.first if first is None else spec.cascade.then
+            self.load_errors[key] = f"its stage {missing} is not loaded in this router"
+            return None
+        current = self.clients.get(key)
+        same_entry = isinstance(current, CascadeClient) and (
+            current.calibration.name,
+            current.calibration.version,
+        ) == (spec.name, spec.version)
+        if (
+            isinstance(current, CascadeClient)
+            and same_entry
+            and current.first is first
+            and current.then is then
+        ):
+            current.configure(spec)
+            return current
+        try:
+            calibration = await asyncio.to_thread(read_calibration, registry, spec.ref)
+        except Exception as err:  # noqa: BLE001 - a bad entry must not take the router down
+            self.load_errors[key] = f"{type(err).__name__}: {err}"
+            log.error("cascade %s: could not read %s: %s", key, spec.ref, err)
+            return None
+        self.load_errors.pop(key, None)
+        return CascadeClient(key, spec, first, then, calibration, self.metrics)
 
     def _handle_factory(self, key: str):
         def make() -> Any:
@@ -179,6 +225,12 @@ class Router:
                     self.metrics.set(
                         VARIANT_READY, 1 if client is not None and client.ready else 0, variant=key
                     )
+                    if (
+                        isinstance(client, CascadeClient)
+                        and client.calibration.expected_escalation is not None
+                    ):
+                        expected = client.calibration.expected_escalation
+                        self.metrics.set(CASCADE_EXPECTED_ESCALATION, expected, variant=key)
                 self.metrics.set(CONFIG_REVISION, 1, revision=config_revision(cfg))
             if adm is not None:
                 self.metrics.set(IN_FLIGHT, adm.in_flight, replica=self.replica)

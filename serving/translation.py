@@ -26,7 +26,7 @@ from typing import Any
 
 from serving.config import GatewayConfig, VariantSpec, canonical_dict, config_revision, parse_config
 from serving.config.base import ARTIFACT, LIVE, fields_costing
-from serving.config.variant import DEPLOYMENT_ONLY
+from serving.config.variant import DEPLOYMENT_ONLY, ROUTER_ONLY
 from serving.names import ROUTER_APP, ROUTER_DEPLOYMENT, VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 
 # Ray Serve imports this at start-up to register the inference protocol's gRPC service
@@ -41,7 +41,9 @@ ROUTER_ONGOING_HEADROOM = 32
 # Serve restarts an application whose args change); what they may change live is user_config
 # (delivered to reconfigure()); the deployment options are Ray Serve's own.
 VARIANT_ARGS = fields_costing(VariantSpec, ARTIFACT)
-VARIANT_USER_CONFIG = tuple(f for f in fields_costing(VariantSpec, LIVE) if f not in DEPLOYMENT_ONLY)
+VARIANT_USER_CONFIG = tuple(
+    f for f in fields_costing(VariantSpec, LIVE) if f not in DEPLOYMENT_ONLY and f not in ROUTER_ONLY
+)
 
 
 def serve_config(cfg: GatewayConfig) -> dict:

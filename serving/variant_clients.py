@@ -63,6 +63,8 @@ class Answer:
     probabilities: np.ndarray  # float32 [n, labels]
     name: str
     version: int
+    # A cascade's answer: which stage answered each text (first, then or degraded); else None.
+    stages: tuple[str, ...] | None = None
 
 
 class VariantClient(Protocol):

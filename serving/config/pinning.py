@@ -12,7 +12,7 @@ from variants.registry import Manifest, Registry, RegistryError
 
 # The artifact format each backend opens (variants/backends): an override must match the
 # format the variant was registered in.
-BACKEND_FORMAT = {"torch": "safetensors", "onnxruntime": "onnx", "tensorrt": "onnx"}
+BACKEND_FORMAT = {"torch": "safetensors", "onnxruntime": "onnx", "tensorrt": "onnx", "cascade": "cascade"}
 
 
 def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None) -> dict[str, Manifest]:
@@ -39,6 +39,14 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
             reason = f" ({m.gate.reason})" if m.gate.reason else ""
             gate = f"gate {m.gate.status}{reason}, deployable={m.deployable}"
             problems.append(f"{where}.ref: {m.ref} is not deployable ({gate})")
+        if (spec.cascade is not None) != (m.backend == "cascade"):
+            problems.append(
+                f"{where}.ref: {m.ref} is a cascade entry: serve it by naming its stages "
+                "(cascade: {first, then})"
+                if spec.cascade is None
+                else f"{where}.ref: {m.ref} is not a cascade entry (it is a {m.backend} variant)"
+            )
+            continue
         backend = spec.backend or m.backend
         if BACKEND_FORMAT[backend] != m.format:
             problems.append(f"{where}.backend: {backend} cannot open {m.ref}, which is stored as {m.format}")
@@ -49,6 +57,7 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
         elif backend == "tensorrt" and not spec.resources.num_gpus:
             problems.append(f"{where}.resources.num_gpus: {m.ref} runs on TensorRT and needs a GPU")
         problems.extend(_device_problems(where, spec, m, backend))
+    problems.extend(_cascade_problems(cfg, manifests))
     stable = manifests.get(cfg.routing.stable)
     if stable is not None:
         for key, m in sorted(manifests.items()):
@@ -61,6 +70,29 @@ def check_against_registry(cfg: GatewayConfig, registry: Registry | None = None)
         lines = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"gateway config does not match the registry at {reg.root}:\n{lines}")
     return manifests
+
+
+def _cascade_problems(cfg: GatewayConfig, manifests: dict[str, Manifest]) -> list[str]:
+    """A cascade entry must have been calibrated on exactly the stages the config serves."""
+    problems = []
+    for key, spec in sorted(cfg.variants.items()):
+        m = manifests.get(key)
+        if spec.cascade is None or m is None or m.backend != "cascade":
+            continue
+        first, then = manifests.get(spec.cascade.first), manifests.get(spec.cascade.then)
+        if first is None or then is None:
+            continue  # the stage's own ref problem is reported already
+        if first.labels != then.labels:
+            problems.append(
+                f"variants.{key}.cascade: stages {first.ref} and {then.ref} have different label tables"
+            )
+        if m.parents[:2] != [first.ref, then.ref]:
+            problems.append(
+                f"variants.{key}.ref: {m.ref} was calibrated on {' -> '.join(m.parents[:2])}, but the "
+                f"config's stages serve {first.ref} -> {then.ref}; build the cascade for these stages "
+                f"(slimgate variants build) or pin the stages to the versions it was calibrated on"
+            )
+    return problems
 
 
 def _device_problems(where: str, spec: VariantSpec, m: Manifest, backend: str) -> list[str]:

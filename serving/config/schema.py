@@ -40,6 +40,7 @@ from serving.config.base import (
     format_errors,
     rule,
 )
+from serving.config.cascades import cascade_stage_problems, fill_cascade_refs
 from serving.config.variant import VariantSpec
 
 DEFAULT_PIN_HEADER = "x-slimgate-variant"
@@ -302,6 +303,11 @@ class GatewayConfig(Section):
     )
     router: RouterSpec = Field(default_factory=RouterSpec, description="The router deployment.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cascade_refs(cls, data: Any) -> Any:
+        return fill_cascade_refs(data)
+
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
         configured = set(self.variants)
@@ -323,6 +329,11 @@ class GatewayConfig(Section):
                 problems.append(
                     ("shadow.variants", f"{key!r} is the stable variant; it cannot shadow itself")
                 )
+        cascades = {k for k, v in self.variants.items() if v.cascade is not None}
+        for key in sorted(cascades):
+            c = self.variants[key].cascade
+            assert c is not None
+            problems.extend(cascade_stage_problems(key, c.first, c.then, configured, cascades))
         limit = self.limits.request_timeout_s
         for key in self.traffic_variants():
             t = self.variants[key].timeout_s if key in self.variants else None

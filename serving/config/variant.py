@@ -20,6 +20,7 @@ from serving.config.base import (
     StrictFloat,
     StrictNonNegInt,
     StrictPositiveInt,
+    VariantKey,
     changes,
     rule,
 )
@@ -89,8 +90,29 @@ class FaultSpec(Section):
         return bool(self.delay_ms or self.error_rate or self.flip_rate)
 
 
+@changes(first=ARTIFACT, then=ARTIFACT, threshold=LIVE, budget_ms=LIVE)
+class CascadeSpec(Section):
+    """A confidence cascade of two configured variants, calibrated by the registry's cascade entry."""
+
+    first: VariantKey = Field(description="The variant that answers every text (the cheap one).")
+    then: VariantKey = Field(description="The variant that answers the texts the first stage is unsure of.")
+    threshold: Annotated[StrictFloat, Field(ge=0, le=1)] | None = Field(
+        None,
+        description="Texts whose first-stage confidence is below this go to the second stage; null = the "
+        "threshold the registry's cascade entry was calibrated to on the validation split.",
+    )
+    budget_ms: Annotated[StrictFloat, Field(gt=0, le=60_000)] = Field(
+        250.0,
+        description="Longest the second stage may take, in milliseconds. Past it (or when the second stage "
+        "fails) the first stage's answer is returned, marked degraded and counted: a cascade is never "
+        "slower than its budget and never fails because its second stage does.",
+    )
+
+
 # Fields of a variant that only a variant with replicas of its own (placement: deployment) can use.
 DEPLOYMENT_ONLY = ("replicas", "autoscaling", "resources", "max_queued_requests")
+# Fields only the router reads (a cascade is composed there and never has replicas of its own).
+ROUTER_ONLY = ("cascade",)
 
 
 @changes(
@@ -110,10 +132,19 @@ DEPLOYMENT_ONLY = ("replicas", "autoscaling", "resources", "max_queued_requests"
     timeout_s=LIVE,
     faults=LIVE,
     progressive=LIVE,
+    # The router composes a cascade from its stages' clients on every config: nothing reloads.
+    cascade=LIVE,
 )
 class VariantSpec(Section):
     ref: str = Field(
-        description="Registry reference 'name@version', or 'name' for the latest version at deploy time."
+        description="Registry reference 'name@version', or 'name' for the latest version at deploy time. "
+        "For a cascade: its registry entry, by default 'cascade-<first>-to-<then>' of its stages' names."
+    )
+    cascade: CascadeSpec | None = Field(
+        None,
+        description="Serve a confidence cascade of two other configured variants instead of one artifact: "
+        "routed, pinned, shadowed, promoted and rolled back like any variant. It runs in the router "
+        "(its stages run where they are placed).",
     )
     backend: Backend | None = Field(
         None, description="Backend to open the variant with; null = the backend its manifest records."
@@ -210,6 +241,15 @@ class VariantSpec(Section):
             raise rule(("resources.num_gpus", "a variant on device cuda needs a GPU: set num_gpus (e.g. 1)"))
         if self.device == "cpu" and self.precision == "fp16":
             raise rule(("precision", "fp16 runs on device cuda only; on cpu use fp32 or bf16"))
+        if self.cascade is not None:
+            why = "belongs to the cascade's stages, not to the cascade"
+            problems = [(f, why) for f in ("backend", "device", "precision") if getattr(self, f) is not None]
+            if self.placement != "router":
+                problems.append(
+                    ("placement", "a cascade runs in the router; its stages run where they are placed")
+                )
+            if problems:
+                raise rule(*problems)
         return self
 
     @property
