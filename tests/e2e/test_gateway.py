@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from support import poll_until
-from support.e2e import GRPC_PORT, TOKEN, slimgate
+from support.e2e import GRPC_PORT, METRICS_PORT, TEXT_POOL, TOKEN, slimgate
 
 TEXT = "a tall perennial woody plant having a main trunk and branches"
 
@@ -532,3 +532,54 @@ def test_a_variant_that_cannot_load_gets_no_traffic_and_its_apply_is_undone(gate
         assert canary["model"] == "student-int8-qat"  # the canary serves what it served before
     finally:
         shutil.rmtree(broken.parent, ignore_errors=True)
+
+
+def test_a_cascade_escalates_per_text_names_each_stage_and_never_waits_past_its_budget(gateway):
+    import httpx
+
+    from serving.metrics import PROMETHEUS_NAMES
+
+    cascade = {"first": "stable", "then": "shadow", "threshold": 1.0, "budget_ms": 10_000.0}
+    pin = {"x-slimgate-variant": "both"}
+    texts = TEXT_POOL[:4]
+    gateway.apply(**{"variants.both": {"cascade": cascade}})
+    try:
+        # Threshold 1: every text goes on to the second stage (teacher-onnx, a deployment of its own).
+        body = poll_until(
+            lambda: (r := gateway.predict(texts, headers=pin)).status_code == 200 and r.json(),
+            timeout_s=60,
+            what="the cascade to answer",
+        )
+        assert body["variant"] == "both" and body["model"] == "cascade-student-int8-to-teacher-onnx"
+        assert [o["stage"] for o in body["outputs"]] == ["then"] * 4
+        direct = gateway.predict(texts, headers={"x-slimgate-variant": "shadow"}).json()
+        assert [o["label"] for o in body["outputs"]] == [o["label"] for o in direct["outputs"]]
+        # Threshold 0: nothing escalates; the answers are the first stage's.
+        gateway.apply(**{"variants.both": {"cascade": {**cascade, "threshold": 0.0}}})
+        body = gateway.predict(texts, headers=pin).json()
+        assert [o["stage"] for o in body["outputs"]] == ["first"] * 4
+        first = gateway.predict(texts, headers={"x-slimgate-variant": "stable"}).json()
+        assert [o["label"] for o in body["outputs"]] == [o["label"] for o in first["outputs"]]
+        # The fault drill: the second stage 3 s slow, a 200 ms budget. Degraded, not late.
+        gateway.apply(
+            **{
+                "variants.both": {"cascade": {**cascade, "budget_ms": 200.0}},
+                "variants.shadow.faults": {"delay_ms": 3000.0},
+            }
+        )
+        start = time.perf_counter()
+        r = gateway.predict(texts, headers=pin)
+        took = time.perf_counter() - start
+        assert r.status_code == 200
+        assert [o["stage"] for o in r.json()["outputs"]] == ["degraded"] * 4
+        assert took < 2.0, took  # the budget, not the 3 s the second stage takes
+        name = PROMETHEUS_NAMES["slimgate_cascade_texts"]
+
+        def counted() -> bool:
+            text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+            lines = [line for line in text.splitlines() if line.startswith(name) and 'variant="both"' in line]
+            return all(any(f'stage="{s}"' in line for line in lines) for s in ("first", "then", "degraded"))
+
+        poll_until(counted, timeout_s=60, every_s=1, what="every cascade stage counted in the metrics")
+    finally:
+        gateway.apply()

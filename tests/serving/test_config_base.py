@@ -70,7 +70,13 @@ def test_the_translation_takes_args_and_user_config_from_the_tags():
         == {"ref", "backend", "device", "precision", "threads"}
     )
     assert {"batching", "faults"} <= set(VARIANT_USER_CONFIG)
-    assert not set(VARIANT_USER_CONFIG) & {"replicas", "autoscaling", "resources", "max_queued_requests", "cascade"}
+    assert not set(VARIANT_USER_CONFIG) & {
+        "replicas",
+        "autoscaling",
+        "resources",
+        "max_queued_requests",
+        "cascade",
+    }
     cfg = load_config().with_changes({"variants.teacher-int8.placement": "deployment"})
     app = next(a for a in serve_config(cfg)["applications"] if a["name"] == "variant-teacher-int8")
     assert set(app["args"]) == {"key", "registry", *VARIANT_ARGS}
