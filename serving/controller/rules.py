@@ -270,12 +270,24 @@ def evaluate_all(
     return {r.name: evaluate(r, candidate.get(r.signal, missing), base.get(r.signal)) for r in rules}
 
 
-# How far above its calibrated escalation rate a cascade may run before that is a shift.
-ESCALATION_SLACK = 0.05
+def escalation_slack(expected: float, calibration_samples: int | None) -> float:
+    """How far above its calibrated escalation rate a cascade may run before that counts as a shift.
+
+    The calibrated rate is itself an estimate from the validation split: three of its standard
+    errors (at least one point), so that at high traffic, where the live rate is known precisely,
+    the rule does not alarm on the calibration's own sampling error.
+    """
+    if not calibration_samples:
+        return 0.05
+    se = math.sqrt(max(expected * (1 - expected), 1e-6) / calibration_samples)
+    return max(0.01, 3 * se)
 
 
 def default_rules(
-    lineage_agreement: float | None, margin: float = 0.02, expected_escalation: float | None = None
+    lineage_agreement: float | None,
+    margin: float = 0.02,
+    expected_escalation: float | None = None,
+    calibration_samples: int | None = None,
 ) -> list[Rule]:
     """The rules a candidate is judged by unless configured otherwise.
 
@@ -283,9 +295,9 @@ def default_rules(
     distilled or compressed from (its registry manifest records it). Live shadow agreement with the
     stable variant is expected to be about that high, so the bar is that number less ``margin``;
     without it, 0.9. ``expected_escalation``, for a cascade, is the share of texts its threshold
-    escalated on the validation split: live traffic escalating significantly more than that (plus
-    :data:`ESCALATION_SLACK`) has more low-confidence inputs than calibration saw, a distribution
-    shift that needs no labels to be seen.
+    escalated on the ``calibration_samples`` texts of the validation split: live traffic escalating
+    significantly more than that (plus :func:`escalation_slack`) has more low-confidence inputs
+    than calibration saw, a distribution shift that needs no labels to be seen.
     """
     if lineage_agreement is not None and not 0 <= lineage_agreement <= 1:
         raise ValueError(f"lineage_agreement must be within [0, 1], got {lineage_agreement}")
@@ -324,7 +336,12 @@ def default_rules(
             # 99.9%: a shift is worth a rollback only when it is not noise; 100 texts to pass.
             Rule(
                 signal="escalation_rate",
-                max=round(min(1.0, expected_escalation + ESCALATION_SLACK), 6),
+                max=round(
+                    min(
+                        1.0, expected_escalation + escalation_slack(expected_escalation, calibration_samples)
+                    ),
+                    6,
+                ),
                 confidence=0.999,
                 min_samples=100,
             )

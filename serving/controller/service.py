@@ -70,6 +70,7 @@ def _lineage(registry: str | None, ref: str) -> dict:
     out = dict(m.metrics or {})
     if m.backend == "cascade" and m.calibration is not None:
         out["expected_escalation"] = m.calibration.get("expected_escalation")
+        out["calibration_samples"] = m.calibration.get("examples")
     return out
 
 
@@ -93,8 +94,12 @@ def lineage_rules(cfg: GatewayConfig, key: str) -> list[Rule]:
     """Default rules whose shadow-agreement bar derives from candidate's and stable's teacher agreement."""
     cand = _lineage_of(cfg, key).get("agreement")
     stable = _lineage_of(cfg, cfg.routing.stable).get("agreement")
-    expected = _lineage_of(cfg, key).get("expected_escalation")
-    return default_rules(expected_agreement(cand, stable), expected_escalation=expected)
+    lineage = _lineage_of(cfg, key)
+    return default_rules(
+        expected_agreement(cand, stable),
+        expected_escalation=lineage.get("expected_escalation"),
+        calibration_samples=lineage.get("calibration_samples"),
+    )
 
 
 def lineage_reference(cfg: GatewayConfig, key: str) -> Mapping[str, float] | None:

@@ -250,3 +250,21 @@ def test_slack_keeps_noise_on_fast_variants_from_failing_a_relative_bound():
     assert evaluate(rule, Measurement(1.4, 50), Measurement(1.0, 150)) is Outcome.PASS
     with pytest.raises(ValueError, match="slack"):
         Rule(signal="error_rate", max=0.05, slack=0.01)
+
+
+def test_a_cascade_is_judged_on_its_escalation_rate_against_its_calibration():
+    from serving.controller.rules import escalation_slack
+
+    assert all(r.signal != "escalation_rate" for r in default_rules(0.9))  # not a cascade
+    rule = default_rules(0.9, expected_escalation=0.24, calibration_samples=3000)[-1]
+    assert rule.signal == "escalation_rate" and rule.max == pytest.approx(
+        0.24 + escalation_slack(0.24, 3000), abs=1e-6
+    )
+    assert escalation_slack(0.24, 3000) == pytest.approx(3 * math.sqrt(0.24 * 0.76 / 3000))
+    assert escalation_slack(0.001, 10**6) == 0.01  # never below a point
+    # In-distribution traffic escalating as calibrated passes; a third of it shifted fails.
+    assert evaluate(rule, Measurement(0.25, 800)) is Outcome.PASS
+    assert evaluate(rule, Measurement(0.33, 800)) is Outcome.FAIL
+    # The same shift in 60 texts is not evidence yet, and 60 texts are too few to pass.
+    assert evaluate(rule, Measurement(0.33, 60)) is Outcome.NO_DATA
+    assert evaluate(rule, Measurement(0.20, 60)) is Outcome.NO_DATA
