@@ -109,32 +109,35 @@ class CascadeClient:
         asked = self._clock()
         self._observe("first", asked - start)
         probs = first.probabilities
-        stages = np.full(len(texts), "first", dtype=object)
         up = np.flatnonzero(self.escalated(probs))
+        outcome = "then"
         if up.size:
             budget = max(0.0, min(self.budget_s, timeout_s - (asked - start)))
             try:
                 then = await asyncio.wait_for(self.then.predict([texts[i] for i in up], budget), budget)
                 probs = probs.copy()
                 probs[up] = then.probabilities
-                stages[up] = "then"
             except Exception:  # noqa: BLE001 - late or failed: the first stage's answer stands
-                stages[up] = "degraded"
+                outcome = "degraded"
             self._observe("then", self._clock() - asked)
-        self._count(stages)
+        stages = ["first"] * len(texts)
+        for i in up:
+            stages[i] = outcome
+        self._count(len(texts) - up.size, outcome, up.size)
         c = self.calibration
-        return Answer(probs, c.name, c.version, tuple(str(s) for s in stages))
+        return Answer(probs, c.name, c.version, tuple(stages))
 
     def _observe(self, stage: str, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.observe(CASCADE_STAGE_LATENCY_SECONDS, seconds, variant=self.key, stage=stage)
 
-    def _count(self, stages: np.ndarray) -> None:
+    def _count(self, answered_first: int, outcome: str, escalated: int) -> None:
         if self._metrics is None:
             return
-        values, counts = np.unique(stages.astype(str), return_counts=True)
-        for stage, n in zip(values, counts, strict=True):
-            self._metrics.inc(CASCADE_TEXTS, float(n), variant=self.key, stage=str(stage))
+        if answered_first:
+            self._metrics.inc(CASCADE_TEXTS, float(answered_first), variant=self.key, stage="first")
+        if escalated:
+            self._metrics.inc(CASCADE_TEXTS, float(escalated), variant=self.key, stage=outcome)
 
     def close(self) -> None:
         """Nothing of its own: its stages belong to the router, which closes them."""
