@@ -79,13 +79,14 @@ class CascadeClient:
 
     @property
     def info(self) -> VariantInfo | None:
+        # The first stage's label table is the cascade's (the registry check made both stages'
+        # equal); a second stage with replicas of its own may not have told its precision yet.
         a, b = self.first.info, self.then.info
-        if a is None or b is None:
+        if a is None:
             return None
         c = self.calibration
-        return VariantInfo(
-            self.key, c.name, c.version, a.labels, "cascade", f"{a.precision}+{b.precision}", "router"
-        )
+        precision = f"{a.precision}+{b.precision if b is not None else 'unknown'}"
+        return VariantInfo(self.key, c.name, c.version, a.labels, "cascade", precision, "router")
 
     @property
     def ready(self) -> bool:
