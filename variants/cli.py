@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from variants.hardware import cpu_flags
+from variants.hardware import cpu_flags, describe
 from variants.registry import Registry, RegistryError, parse_ref
 
 REPORT_DIR = "_reports"
@@ -65,9 +65,16 @@ def _report(reg: Registry, manifests, skipped, baseline, recipe_name: str) -> No
 
     out = reg.root / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    extra = {"recipe": recipe_name, "baseline_tfidf_logreg": baseline, "cpu_flags": cpu_flags()}
+    machine = describe()
+    extra = {
+        "recipe": recipe_name,
+        "baseline_tfidf_logreg": baseline,
+        "cpu_flags": cpu_flags(),
+        "machine": machine,
+    }
     (out / "evaluation.json").write_text(report.as_json(manifests, extra), encoding="utf-8")
-    md = report.markdown(manifests, skipped)
+    # Speed figures hold for the machine they were measured on, so the table names it.
+    md = f"Measured on {machine}.\n\n" + report.markdown(manifests, skipped)
     if baseline:
         md += (
             f"\n\nBaseline (TF-IDF + logistic regression, same splits): accuracy {baseline['accuracy']:.4f}, "
