@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--registry", default=None)
     p.add_argument("--first", default="student-int8")
     p.add_argument("--then", default="teacher-int8")
+    p.add_argument("--ref", default=None, help="the cascade entry; default cascade-<first>-to-<then>")
     p.add_argument("--seconds", type=float, default=20.0, help="wrk run per variant")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--intervals", type=int, default=100, help="in-distribution intervals judged")
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"machine": describe()}
     say(f"machine: {out['machine']}")
     out["offline"] = offline(a.registry)
-    cascade = f"cascade-{a.first}-to-{a.then}"
+    cascade = a.ref or f"cascade-{a.first}-to-{a.then}"
     cfg = gateway_config(
         a.registry,
         {
-            "both": {"cascade": {"first": "small", "then": "big"}},
+            "both": {"ref": cascade, "cascade": {"first": "small", "then": "big"}},
             "small": {"ref": a.first, "batching": {"max_batch_size": 32}},
             "big": {"ref": a.then, "batching": {"max_batch_size": 32}},
         },

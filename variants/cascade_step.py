@@ -30,7 +30,7 @@ def cascade_inputs(pair: CascadePair, ctx: BuildContext) -> dict[str, Any]:
     """What the step reads: the pair, the stages' files, the validation split (hashed into its key)."""
     stages = {s: {k: f.sha256 for k, f in ctx.built[s].files.items()} for s in _stages(pair)}
     return {
-        "step": pair.name,
+        "step": pair.entry,
         "recipe": {"pair": section_dict(pair), "validation_examples": ctx.recipe.cascade.validation_examples},
         "parents": stages,
         "validation": ctx.dataset.hashes()["validation"],
@@ -60,7 +60,7 @@ def build_cascade(pair: CascadePair, ctx: BuildContext, out: Path) -> dict[str, 
     """Choose the threshold on validation, write ``cascade.json``; the manifest fields it knows."""
     first_m, then_m = ctx.built[pair.first], ctx.built[pair.then]
     if first_m.labels != then_m.labels:
-        raise ValueError(f"{pair.name}: {first_m.ref} and {then_m.ref} have different label tables")
+        raise ValueError(f"{pair.entry}: {first_m.ref} and {then_m.ref} have different label tables")
     cfg = ctx.recipe.cascade
     val = ctx.dataset.validation.subsample(cfg.validation_examples, seed=0)
     texts, y = list(val.texts), np.asarray(val.label_ids)

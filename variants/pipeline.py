@@ -267,12 +267,12 @@ def build(
     for pair in recipe.cascade.pairs:
         missing = [p for p in parents_of(pair) if p not in ctx.built]
         if missing:
-            outcomes.append(StepOutcome(pair.name, "skipped", reason=f"stage {missing[0]} was not built"))
+            outcomes.append(StepOutcome(pair.entry, "skipped", reason=f"stage {missing[0]} was not built"))
             continue
         outcomes.append(
             _build_or_reuse(
                 ctx,
-                pair.name,
+                pair.entry,
                 list(parents_of(pair)),
                 cascade_inputs(pair, ctx)["recipe"],
                 cascade_key(pair, ctx),

@@ -203,6 +203,11 @@ class CascadeTarget(_Section):
 
 
 class CascadePair(_Section):
+    name: Annotated[str, Field(pattern=r"^cascade-[a-z0-9-]{1,54}$")] | None = Field(
+        None,
+        description="The registry entry's name; null = 'cascade-<first>-to-<then>'. Name it to calibrate the "
+        "same stages for more than one target.",
+    )
     first: str = Field(description="The variant that answers every text (the cheap one).")
     then: str = Field(description="The variant that answers the texts the first stage is unsure of.")
     target: CascadeTarget = Field(
@@ -225,8 +230,9 @@ class CascadePair(_Section):
         return self
 
     @property
-    def name(self) -> str:
-        return f"cascade-{self.first}-to-{self.then}"
+    def entry(self) -> str:
+        """The registry entry this pair is built into."""
+        return self.name or f"cascade-{self.first}-to-{self.then}"
 
 
 class CascadeConfig(_Section):
@@ -237,6 +243,14 @@ class CascadeConfig(_Section):
     validation_examples: PositiveInt | None = Field(
         None, description="Validation texts the threshold is chosen on (a deterministic subset); null = all."
     )
+
+    @model_validator(mode="after")
+    def _distinct_entries(self) -> CascadeConfig:
+        entries = [p.entry for p in self.pairs]
+        twice = sorted({e for e in entries if entries.count(e) > 1})
+        if twice:
+            raise ValueError(f"pairs built into the same entry: {', '.join(twice)} (give one a name)")
+        return self
 
 
 VARIANT_NAMES = (

@@ -204,3 +204,12 @@ def test_a_cascade_whose_stage_changed_is_refused(cascade_build, tmp_path):
     path.write_text(json.dumps(spec))
     with pytest.raises(ChecksumMismatch, match="cascade.json"):
         load_variant(m.name, registry=copy)
+
+
+def test_two_pairs_built_into_one_entry_are_refused_and_a_name_tells_them_apart():
+    pair = {"first": "student-int8", "then": "teacher"}
+    with pytest.raises(RecipeError, match="same entry: cascade-student-int8-to-teacher"):
+        parse_recipe({"cascade": {"pairs": [pair, {**pair, "target": {"max_escalation": 0.3}}]}})
+    named = {**pair, "name": "cascade-capped", "target": {"max_escalation": 0.3}}
+    recipe = parse_recipe({"cascade": {"pairs": [pair, named]}})
+    assert [p.entry for p in recipe.cascade.pairs] == ["cascade-student-int8-to-teacher", "cascade-capped"]
