@@ -115,11 +115,16 @@ def offline(registry: str | None) -> list[dict[str, Any]]:
                 (
                     e
                     for e, acc in zip(pts["escalation"], pts["accuracy"], strict=True)
-                    if acc >= c["second_stage_accuracy"]
+                    if acc >= c["second_stage_accuracy"] - 1e-6  # stored to 6 decimals: a tie matches
                 ),
                 None,
             )
+            bar = c["second_stage_accuracy"] - 0.001
             row[f"{measure}: matches second stage at escalation"] = match
+            row[f"{measure}: within 0.1 point of it from escalation"] = next(
+                (e for e, acc in zip(pts["escalation"], pts["accuracy"], strict=True) if acc >= bar - 1e-9),
+                None,
+            )
             row[f"{measure}: above first stage everywhere"] = all(
                 acc >= c["first_stage_accuracy"] for acc in pts["accuracy"][1:]
             )
