@@ -95,9 +95,13 @@ def lineage_rules(cfg: GatewayConfig, key: str) -> list[Rule]:
     cand = _lineage_of(cfg, key).get("agreement")
     stable = _lineage_of(cfg, cfg.routing.stable).get("agreement")
     lineage = _lineage_of(cfg, key)
+    cascade = cfg.variants[key].cascade
+    # The calibrated escalation rate belongs to the calibrated threshold: a cascade whose config
+    # sets its own threshold has no offline expectation to be held to.
+    calibrated = cascade is not None and cascade.threshold is None
     return default_rules(
         expected_agreement(cand, stable),
-        expected_escalation=lineage.get("expected_escalation"),
+        expected_escalation=lineage.get("expected_escalation") if calibrated else None,
         calibration_samples=lineage.get("calibration_samples"),
     )
 

@@ -268,3 +268,29 @@ def test_a_cascade_is_judged_on_its_escalation_rate_against_its_calibration():
     # The same shift in 60 texts is not evidence yet, and 60 texts are too few to pass.
     assert evaluate(rule, Measurement(0.33, 60)) is Outcome.NO_DATA
     assert evaluate(rule, Measurement(0.20, 60)) is Outcome.NO_DATA
+
+
+def test_a_cascade_is_held_to_the_escalation_its_registry_entry_was_calibrated_for(cascade_registry):
+    from serving.config import parse_config
+    from serving.controller.rules import escalation_slack
+    from serving.controller.service import lineage_rules
+    from variants import Registry
+
+    cal = Registry(cascade_registry).get("cascade-student-int8-to-teacher").calibration
+    assert cal is not None
+    raw = {
+        "variants": {
+            "small": {"ref": "student-int8"},
+            "big": {"ref": "teacher"},
+            "both": {"cascade": {"first": "small", "then": "big"}},
+        },
+        "routing": {"stable": "small", "weights": {"small": 90, "both": 10}},
+        "registry": str(cascade_registry),
+    }
+    rules = {r.signal: r for r in lineage_rules(parse_config(raw), "both")}
+    expected = cal["expected_escalation"] + escalation_slack(cal["expected_escalation"], cal["examples"])
+    assert rules["escalation_rate"].max == pytest.approx(expected, abs=1e-6)
+    assert "escalation_rate" not in {r.signal for r in lineage_rules(parse_config(raw), "small")}
+    # A threshold of the config's own has no calibrated escalation to be held to.
+    raw["variants"]["both"]["cascade"]["threshold"] = 0.5
+    assert "escalation_rate" not in {r.signal for r in lineage_rules(parse_config(raw), "both")}
