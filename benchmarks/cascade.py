@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-s", type=float, default=20.0)
     p.add_argument("--rate", type=float, default=20.0, help="drift phase client requests per second")
     p.add_argument("--verb-share", type=float, default=0.3)
+    p.add_argument("--also", default=None, help="one more variant measured beside them (e.g. teacher-onnx)")
+    p.add_argument("--no-drift", action="store_true", help="skip the drift phase")
     p.add_argument("--out", type=Path, default=Path("reports/cascade.json"))
     a = p.parse_args(argv)
     if a.registry:
@@ -71,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             "both": {"ref": cascade, "cascade": {"first": "small", "then": "big"}},
             "small": {"ref": a.first, "batching": {"max_batch_size": 32}},
             "big": {"ref": a.then, "batching": {"max_batch_size": 32}},
+            **({"also": {"ref": a.also, "batching": {"max_batch_size": 32}}} if a.also else {}),
         },
         **{"routing.stable": "both", "routing.weights": {"both": 100}},
     )
     with serving(cfg) as url:
         out["throughput"] = throughput(url, a)
-        out["drift"] = drift(url, cfg, a)
+        if not a.no_drift:
+            out["drift"] = drift(url, cfg, a)
     out["cascade"] = cascade
     _print(out)
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,13 +179,15 @@ def throughput(url: str, a: argparse.Namespace) -> dict[str, Any]:
     texts = random.Random(0).sample(load_dataset().test.texts, 500)
     work = Path(tempfile.mkdtemp(prefix="slimgate-cascade-"))
     out: dict[str, Any] = {}
-    for key in ("small", "big", "both"):
+    for key in ("small", "big", "both", *(["also"] if a.also else [])):
         script = _wrk_script(texts, key, work / f"{key}.lua")
         wrk(url, script, 5, a.concurrency)  # warm-up
         out[key] = wrk(url, script, a.seconds, a.concurrency)
         say(f"  {key:6s} {out[key]}")
     out["cascade_over_teacher"] = out["both"]["rps"] / out["big"]["rps"]
     out["cascade_over_first"] = out["both"]["rps"] / out["small"]["rps"]
+    if a.also:
+        out["cascade_over_also"] = out["both"]["rps"] / out["also"]["rps"]
     return out
 
 
@@ -267,6 +273,10 @@ def _print(out: dict[str, Any]) -> None:
         f"{t['cascade_over_teacher']:.2f}x the second stage (target >= 2.5x), "
         f"{t['cascade_over_first']:.2f}x the first (target >= 0.5x)"
     )
+    if "cascade_over_also" in t:
+        say(f"  beside {t['also']['rps']:.0f} req/s of the extra variant: {t['cascade_over_also']:.2f}x")
+    if "drift" not in out:
+        return
     d = out["drift"]
     say(
         f"drift ({d['rule']}): {d['in_distribution']['false_alarms']} false alarms over "
