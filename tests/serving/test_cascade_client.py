@@ -132,8 +132,13 @@ TEXTS = load_dataset().test.texts[:40]
 
 def test_only_the_unsure_texts_reach_the_second_stage_and_each_answer_names_its_stage(stages):
     first, then, calibration = stages
+    assert _cascade(stages).threshold == calibration.threshold  # the registry's, unless configured
+    # A few training steps leave the tiny first stage's confidence in a narrow band, where the
+    # calibrated threshold may escalate none of 40 texts: this test sets one that splits them.
+    alone = asyncio.run(first.predict(list(TEXTS), 10.0)).probabilities
+    threshold = float(np.median(confidence(alone, calibration.measure)))
     sink = MemorySink()
-    c = _cascade(stages, sink, budget_ms=30_000.0)
+    c = _cascade(stages, sink, budget_ms=30_000.0, threshold=threshold)
     seen: list[list[str]] = []
     real = then.predict
 
@@ -146,9 +151,8 @@ def test_only_the_unsure_texts_reach_the_second_stage_and_each_answer_names_its_
         answer = asyncio.run(c.predict(list(TEXTS), 10.0))
     finally:
         del then.predict
-    alone = asyncio.run(first.predict(list(TEXTS), 10.0)).probabilities
-    unsure = confidence(alone, calibration.measure) < calibration.threshold
-    assert 0 < unsure.sum() < len(TEXTS)  # the calibrated threshold escalates some, not all
+    unsure = confidence(alone, calibration.measure) < threshold
+    assert 0 < unsure.sum() < len(TEXTS)
     assert seen == [[t for t, u in zip(TEXTS, unsure, strict=True) if u]]  # one call, those texts only
     assert answer.stages == tuple("then" if u else "first" for u in unsure)
     teacher = asyncio.run(then.predict([t for t, u in zip(TEXTS, unsure, strict=True) if u], 10.0))
