@@ -31,7 +31,10 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 def _traffic(gateway, stop: threading.Event, served: list) -> None:
     i = 0
     while not stop.is_set():
-        r = gateway.predict([TEXT_POOL[i % len(TEXT_POOL)]], headers={"x-user-id": f"ops-{i}"})
+        # Every fourth request goes to the cascade (pinned: it carries no weight), so that its
+        # series exist too.
+        pin = {"x-slimgate-variant": "cascade"} if i % 4 == 3 else {}
+        r = gateway.predict([TEXT_POOL[i % len(TEXT_POOL)]], headers={"x-user-id": f"ops-{i}", **pin})
         if r.status_code == 200 and len(served) < 50:
             body = r.json()
             served.append((body["request_id"], body["outputs"][0]["label"]))
@@ -71,6 +74,13 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
         "shadow.fraction": 1.0,
         "shadow.max_in_flight": 1,
         "rollout": {"interval_s": 2.0, "window_s": 10.0, "failures_to_rollback": 2},
+        # A cascade (threshold 1: every text goes on) over a second stage of its own, in the router,
+        # so that the drill's timing of the other candidates is left as it was.
+        "variants.fp32": {"ref": "teacher-onnx", "progressive": False},
+        "variants.cascade": {
+            "cascade": {"first": "stable", "then": "fp32", "threshold": 1.0, "budget_ms": 5000.0},
+            "progressive": False,
+        },
     }
     # Client mistakes and a burst that the router sheds itself, so that their series exist too.
     gateway.apply(**drill, admission={"max_in_flight": 2, "latency_objective_s": None})
