@@ -28,12 +28,15 @@ from serving.ops.assets import dashboard_queries
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
+CASCADE_ON = threading.Event()
+
+
 def _traffic(gateway, stop: threading.Event, served: list) -> None:
     i = 0
     while not stop.is_set():
-        # Every fourth request goes to the cascade (pinned: it carries no weight), so that its
-        # series exist too.
-        pin = {"x-slimgate-variant": "cascade"} if i % 4 == 3 else {}
+        # Once the rollout's race is over, every fourth request goes to the cascade (pinned: it
+        # carries no weight), so that its series exist too.
+        pin = {"x-slimgate-variant": "cascade"} if CASCADE_ON.is_set() and i % 4 == 3 else {}
         r = gateway.predict([TEXT_POOL[i % len(TEXT_POOL)]], headers={"x-user-id": f"ops-{i}", **pin})
         if r.status_code == 200 and len(served) < 50:
             body = r.json()
@@ -128,6 +131,7 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
         r = api.post("/admin/candidates/shadow/promote", headers=AUTH, json={"actor": "e2e"})
         assert r.status_code == 200, r.text
         assert RayGateway().current().routing.stable == "shadow"
+        CASCADE_ON.set()
 
         source = PrometheusSource(prometheus)
         queries = dashboard_queries()
