@@ -94,7 +94,7 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     from serving.controller.sources import EmbeddedSource, PrometheusSource
     from serving.deployer import apply_config
     from serving.ops import local_prometheus
-    from serving.tools.drill import ControllerThread, SteadyLoad, running_revision, watch
+    from serving.tools.drill import ControllerThread, SteadyLoad, free_port, running_revision, watch
     from variants import Registry
     from variants.dataset import load_dataset
 
@@ -111,11 +111,14 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
         Path(f"{state}{extra}").unlink(missing_ok=True)
     stop = None
     prometheus = None
+    controller_port = free_port()
+    started = time.time()
     if local_prometheus.available():
+        # Both the gateway and the controller, as in production: the report's rollback and
+        # promotion marks are the controller's own counters.
+        targets = [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{controller_port}"]
         try:
-            prometheus = local_prometheus.LocalPrometheus(
-                workdir / "prometheus", 9090, [f"127.0.0.1:{metrics_port}"], scrape_s=2.0
-            )
+            prometheus = local_prometheus.LocalPrometheus(workdir / "prometheus", 9090, targets, scrape_s=2.0)
         except RuntimeError as err:  # e.g. port 9090 taken by a Prometheus of the user's
             print(f"\n(no local Prometheus for the drill: {str(err).splitlines()[0]})")
     if prometheus is not None:
@@ -147,7 +150,10 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     # drifted traffic for every variant.
     texts = random.Random(0).sample(load_dataset().test.texts, 2000)
     try:
-        with SteadyLoad(url, texts, rate=rate, threads=8) as load, ControllerThread(source, state) as ctl:
+        with (
+            SteadyLoad(url, texts, rate=rate, threads=8) as load,
+            ControllerThread(source, state, api_port=controller_port) as ctl,
+        ):
             time.sleep(policy.interval_s * 2)  # the controller starts tracking the candidates
             print(f"\n1. {canary} (canary at {cfg.routing.weights[canary]}%) slows down: 400 ms injected")
             t0 = time.monotonic()
@@ -196,11 +202,28 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
                 print(f"   not promoted within {took:.0f} s")
         print(f"\naudit log (`slimgate audit --state {state}`):")
         cmd_audit(argparse.Namespace(state=state, limit=30, json=False))
+        if prometheus is not None:
+            time.sleep(4.0)  # two scrapes: the controller's last counters reach Prometheus
+            _write_report(prometheus.url, workdir / "slimgate-report.png", started)
     finally:
         if stop is not None:
             stop.set()
         if prometheus is not None:
             prometheus.stop()
+
+
+def _write_report(prometheus_url: str, out: Path, since: float) -> None:
+    """The SRE's picture of the drill: ``slimgate report`` over the drill's own Prometheus data."""
+    from serving.tools.report import ReportError, render
+
+    minutes = (time.time() - since) / 60 + 0.5
+    try:
+        summary = render(prometheus_url, out, minutes=minutes, step_s=2.0)
+    except ReportError as err:
+        print(f"\n(no report: {err})")
+        return
+    marks = ", ".join(f"{k.lower()}: {v}" for k, v in summary["marks"].items())
+    print(f"\nreport of the drill (weights, latency, agreement; {marks}): {out.resolve()}")
 
 
 def _healthy_candidate(cfg, registry) -> tuple[str, str] | None:

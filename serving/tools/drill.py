@@ -83,16 +83,23 @@ class SteadyLoad:
 
 
 class ControllerThread:
-    """``slimgate controller run`` in a thread of this process, on the given metrics source."""
+    """``slimgate controller run`` in a thread of this process, on the given metrics source.
 
-    def __init__(self, source, state: Path, dashboard: str | None = None) -> None:
+    Like the real one it serves its /metrics (and admin API) on loopback, at ``api_port`` (0: any
+    free port; ``url`` says which), so a Prometheus can scrape the controller's own series.
+    """
+
+    def __init__(self, source, state: Path, dashboard: str | None = None, api_port: int = 0) -> None:
         from serving import ray_rest
+        from serving.controller.api import ControllerAPI
         from serving.controller.service import ControllerMetrics, build
 
         self.metrics = ControllerMetrics()
         self.ctl = build(
             source, state, dashboard=dashboard or ray_rest.DEFAULT_DASHBOARD, metrics=self.metrics
         )
+        self.api = ControllerAPI(self.ctl, self.metrics, "127.0.0.1", api_port)
+        self.url = f"http://127.0.0.1:{self.api.port}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -102,13 +109,24 @@ class ControllerThread:
         run(self.ctl, self.metrics, stop=self._stop)
 
     def __enter__(self) -> ControllerThread:
+        self.api.start()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        self.api.close()
         self.ctl.store.close()
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a server whose address must be known before it starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def watch(

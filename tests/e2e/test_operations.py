@@ -24,6 +24,7 @@ from support.e2e import CONTROLLER_PORT, TEXT_POOL, TOKEN
 from serving.controller.service import RayGateway
 from serving.controller.sources import PrometheusSource
 from serving.ops.assets import dashboard_queries
+from serving.tools.report import render
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
@@ -148,6 +149,15 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
             what="every dashboard query to return series",
             diagnose=lambda: "dashboard queries without series:\n" + "\n".join(empty),
         )
+
+        # The SRE's picture of the same minutes: the rollback and the promotion are marked.
+        report: dict = {}
+
+        def both_marked() -> bool:
+            report.update(render(prometheus, tmp_path / "drill.png", minutes=5, step_s=2))
+            return report["marks"]["Rollbacks"] >= 1 and report["marks"]["Promotions"] >= 1
+
+        poll_until(both_marked, timeout_s=30, every_s=2, what="the report's marks", diagnose=lambda: report)
 
         audit = subprocess.run(
             [sys.executable, "-m", "serving.cli", "audit", "--state", str(state), "--json"],
