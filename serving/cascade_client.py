@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.config import VariantSpec
-from serving.metrics import CASCADE_STAGE_LATENCY_SECONDS, CASCADE_TEXTS, GatewayMetrics
+from serving.metrics import CASCADE_STAGE_LATENCY_SECONDS, CASCADE_TEXTS
+from serving.metrics_recording import GatewayMetrics
 from serving.variant_clients import Answer, VariantClient, VariantInfo
 from variants.cascade import Measure, confidence
 

@@ -24,15 +24,8 @@ import numpy as np
 from serving.config import GatewayConfig
 from serving.errors_and_auth import ApiError
 from serving.feedback import FeedbackJoin
-from serving.metrics import (
-    ERRORS,
-    FALLBACKS,
-    INPUTS,
-    PREDICTIONS,
-    REQUEST_LATENCY_SECONDS,
-    REQUESTS,
-    GatewayMetrics,
-)
+from serving.metrics import ERRORS, FALLBACKS, INPUTS, PREDICTIONS, REQUEST_LATENCY_SECONDS, REQUESTS
+from serving.metrics_recording import GatewayMetrics
 from serving.policies import ShadowSampler, WeightedSplit
 from serving.shadow import Mirror
 from serving.variant_clients import Answer, VariantClient

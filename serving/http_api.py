@@ -28,7 +28,8 @@ from serving import oip
 from serving.admission import AdmissionControl
 from serving.dataplane import Dataplane, RouteTable, Served
 from serving.errors_and_auth import AdminToken, ApiError, render
-from serving.metrics import ERRORS, FEEDBACK, FEEDBACK_CORRECT, SHED, GatewayMetrics
+from serving.metrics import ERRORS, FEEDBACK, FEEDBACK_CORRECT, SHED
+from serving.metrics_recording import GatewayMetrics
 from serving.names import GATEWAY_MODEL
 from serving.requests import decode_json, parse_predict, too_large
 

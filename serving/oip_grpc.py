@@ -26,7 +26,8 @@ import numpy as np
 from serving.admission import AdmissionControl
 from serving.dataplane import Dataplane, RouteTable
 from serving.errors_and_auth import ApiError, as_api_error
-from serving.metrics import SHED, GatewayMetrics
+from serving.metrics import SHED
+from serving.metrics_recording import GatewayMetrics
 from serving.names import GATEWAY_MODEL
 from serving.oip import INPUT_NAME, OUTPUTS, decode_bytes_elements, encode_bytes_elements
 from serving.requests import check_texts

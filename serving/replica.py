@@ -16,7 +16,8 @@ from typing import Any
 from ray import serve
 
 from serving.faults import Faults
-from serving.metrics import BATCH_SIZE, GatewayMetrics
+from serving.metrics import BATCH_SIZE
+from serving.metrics_recording import GatewayMetrics
 
 
 class VariantReplica:

@@ -44,8 +44,8 @@ from serving.metrics import (
     IN_FLIGHT,
     VARIANT_READY,
     WEIGHT,
-    GatewayMetrics,
 )
+from serving.metrics_recording import GatewayMetrics
 from serving.names import VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
 from serving.oip_grpc import GrpcApi
 from serving.variant_clients import (

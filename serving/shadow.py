@@ -28,8 +28,8 @@ from serving.metrics import (
     SHADOW_ERRORS,
     SHADOW_LATENCY_DELTA_SECONDS,
     SHADOW_REQUESTS,
-    GatewayMetrics,
 )
+from serving.metrics_recording import GatewayMetrics
 from serving.policies import DisagreementLog, InFlightLimiter, ShadowSampler, compare_batch
 
 log = logging.getLogger("ray.serve")

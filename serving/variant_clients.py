@@ -31,7 +31,8 @@ import numpy as np
 from serving.coalescer import Coalescer
 from serving.config import VariantSpec
 from serving.faults import Faults
-from serving.metrics import BATCH_SIZE, GatewayMetrics
+from serving.metrics import BATCH_SIZE
+from serving.metrics_recording import GatewayMetrics
 
 log = logging.getLogger("ray.serve")
 

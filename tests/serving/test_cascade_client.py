@@ -12,7 +12,7 @@ from support import MemorySink
 
 from serving.cascade_client import CascadeClient, read_calibration
 from serving.config import ConfigError, VariantSpec, parse_config
-from serving.metrics import GatewayMetrics
+from serving.metrics_recording import GatewayMetrics
 from serving.variant_clients import InlineVariant
 from variants.cascade import confidence
 from variants.dataset import load_dataset

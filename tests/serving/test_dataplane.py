@@ -11,7 +11,7 @@ from support import LABELS, FakeVariant, MemorySink, apoll_until
 from serving.config import parse_config
 from serving.dataplane import Dataplane, RouteTable
 from serving.errors_and_auth import ApiError
-from serving.metrics import GatewayMetrics
+from serving.metrics_recording import GatewayMetrics
 
 
 def _cfg(**over):

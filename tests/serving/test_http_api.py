@@ -16,7 +16,7 @@ from serving.config import parse_config
 from serving.dataplane import Dataplane, RouteTable
 from serving.errors_and_auth import AdminToken
 from serving.http_api import HttpApi
-from serving.metrics import GatewayMetrics
+from serving.metrics_recording import GatewayMetrics
 
 TOKEN = "s3cret"
 

@@ -6,7 +6,8 @@ import pytest
 from support import MemorySink
 
 from serving import metrics as m
-from serving.metrics import SPECS, GatewayMetrics
+from serving.metrics import SPECS
+from serving.metrics_recording import GatewayMetrics
 
 
 def test_every_spec_is_a_module_constant_with_unique_names():

@@ -16,7 +16,7 @@ from tritonclient.grpc._utils import _get_inference_request
 from serving.admission import AdmissionControl
 from serving.config import parse_config
 from serving.dataplane import Dataplane, RouteTable
-from serving.metrics import GatewayMetrics
+from serving.metrics_recording import GatewayMetrics
 from serving.oip_grpc import GrpcApi
 
 

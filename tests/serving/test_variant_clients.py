@@ -12,7 +12,7 @@ from support import LABELS, MemorySink, apoll_until, one_hot
 
 from serving.config import VariantSpec
 from serving.faults import InjectedFault
-from serving.metrics import GatewayMetrics
+from serving.metrics_recording import GatewayMetrics
 from serving.variant_clients import InlineVariant, RemoteVariant, artifact_identity, remote_coalescing
 
 
