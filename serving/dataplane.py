@@ -14,21 +14,33 @@ passed in: unit tests build a dataplane from small fakes and run in milliseconds
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from serving.config import GatewayConfig
 from serving.errors_and_auth import ApiError
 from serving.feedback import FeedbackJoin
-from serving.metrics import ERRORS, FALLBACKS, INPUTS, PREDICTIONS, REQUEST_LATENCY_SECONDS, REQUESTS
+from serving.metrics import (
+    BROWNOUT_CHANGES,
+    ERRORS,
+    FALLBACKS,
+    INPUTS,
+    PREDICTIONS,
+    REQUEST_LATENCY_SECONDS,
+    REQUESTS,
+)
 from serving.metrics_recording import GatewayMetrics
 from serving.policies import ShadowSampler, WeightedSplit
 from serving.shadow import Mirror
+from serving.slo_guard import Change, SloGuard
 from serving.variant_clients import Answer, VariantClient
+
+log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -39,15 +51,28 @@ class RouteTable:
     revision: str
     split: WeightedSplit
     samplers: dict[str, ShadowSampler]
+    # The SLO guard's plan (serving.brownout_plan): variant -> where it browns out to, and the
+    # registry's test accuracy of each variant for the expected accuracy of the mix.
+    brownout: Mapping[str, str] = field(default_factory=dict)
+    accuracy: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, cfg: GatewayConfig, revision: str, rng: random.Random) -> RouteTable:
+    def build(
+        cls,
+        cfg: GatewayConfig,
+        revision: str,
+        rng: random.Random,
+        brownout: Mapping[str, str] | None = None,
+        accuracy: Mapping[str, float] | None = None,
+    ) -> RouteTable:
         weights = {k: w for k, w in cfg.routing.weights.items() if w > 0}
         return cls(
             cfg=cfg,
             revision=revision,
             split=WeightedSplit(weights, rng=rng),
             samplers={k: ShadowSampler(cfg.shadow.fraction, rng) for k in cfg.shadow.variants},
+            brownout=dict(brownout or {}),
+            accuracy=dict(accuracy or {}),
         )
 
     @property
@@ -88,6 +113,7 @@ class Dataplane:
         self.variants: Mapping[str, VariantClient] = {}
         self.mirror = Mirror(self._shadow_call, metrics, clock)
         self.feedback: FeedbackJoin | None = None
+        self.guard = SloGuard(clock=clock, rng=self.rng, on_change=self._brownout_changed)
 
     # -- configuration --------------------------------------------------------------------
     def configure(self, table: RouteTable, variants: Mapping[str, VariantClient]) -> None:
@@ -100,7 +126,19 @@ class Dataplane:
         ):
             self.feedback = FeedbackJoin(fb.max_entries, fb.retention_s)
         self.variants = variants
+        self.guard.configure(cfg.slo, table.brownout, table.accuracy)
         self.table = table  # one assignment: requests in flight keep the table they started with
+
+    def _brownout_changed(self, change: Change) -> None:
+        self.metrics.inc(BROWNOUT_CHANGES, variant=change.variant, target=change.target, kind=change.kind)
+        log.warning(
+            "slo guard: %s -> %s %.0f%% -> %.0f%% (%s)",
+            change.variant,
+            change.target,
+            100 * change.before,
+            100 * change.after,
+            change.reason,
+        )
 
     def current(self) -> RouteTable:
         if self.table is None:
@@ -133,6 +171,10 @@ class Dataplane:
             chosen, route = table.split.choose(None, self.rng), "split"
         if chosen != table.stable and not self.is_ready(chosen):
             return table.stable, "starting"  # it has not loaded, or its replicas are not up yet
+        if self.guard.enabled:
+            cheaper = self.guard.route(chosen, sticky, self.is_ready)
+            if cheaper is not None:
+                return cheaper, "brownout"
         return chosen, route
 
     # -- calling --------------------------------------------------------------------------
@@ -197,6 +239,7 @@ class Dataplane:
 
     def record(self, served: Served, texts: list[str], request_id: str) -> None:
         m, key = self.metrics, served.key
+        self.guard.observe(key, served.seconds)
         m.inc(REQUESTS, variant=key, route=served.route)
         m.inc(INPUTS, len(texts), variant=key)
         m.observe(REQUEST_LATENCY_SECONDS, served.seconds, variant=key, route=served.route)

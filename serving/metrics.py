@@ -45,7 +45,8 @@ DISTANCE_BUCKETS = [0.001, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]
 
 # route: how the request reached its variant.
 # "starting": the chosen variant's replicas were not up yet, so stable answered.
-ROUTES = ("split", "sticky", "pinned", "fallback", "shadow", "starting")
+# "brownout": the SLO guard sent it to a cheaper variant than the split chose (serving.slo_guard).
+ROUTES = ("split", "sticky", "pinned", "fallback", "shadow", "starting", "brownout")
 # kind: why a call failed.
 ERROR_KINDS = ("timeout", "variant_error", "client_error", "unavailable", "internal")
 
@@ -219,6 +220,34 @@ CASCADE_EXPECTED_ESCALATION = MetricSpec(
     "gauge",
     "Share of texts the cascade's threshold escalated on its calibration (validation) split.",
     ("variant",),
+)
+BROWNOUT_FRACTION = MetricSpec(
+    "slimgate_brownout_fraction",
+    "gauge",
+    "Share (0..1) of a variant's traffic the SLO guard of a router replica sends to its cheaper target.",
+    ("variant", "target", "replica"),
+)
+BROWNOUT_KINDS = ("brownout", "recovery")
+BROWNOUT_CHANGES = MetricSpec(
+    "slimgate_brownout_changes",
+    "counter",
+    "Moves of the SLO guard: brownout (more traffic to the cheaper target) or recovery (back).",
+    ("variant", "target", "kind"),
+)
+# figure: what the SLO guard measured of a variant over its last reaction interval.
+SLO_GUARD_FIGURES = ("latency_s", "served_rps", "offered_rps", "concurrency", "capacity_rps")
+SLO_GUARD_FIGURE = MetricSpec(
+    "slimgate_slo_guard_figure",
+    "gauge",
+    "The SLO guard's last measurement of a variant: latency quantile, answered and offered requests/s, "
+    "mean calls in flight, and the capacity it measured while the variant was overloaded.",
+    ("variant", "figure", "replica"),
+)
+EXPECTED_ACCURACY = MetricSpec(
+    "slimgate_expected_accuracy",
+    "gauge",
+    "Test accuracy (the registry's) of the mix of variants a router replica answered with lately.",
+    ("replica",),
 )
 CONTROLLER_PHASE = MetricSpec(
     "slimgate_controller_phase",

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.admission import AdmissionControl
+from serving.brownout_plan import accuracies, brownout_targets, offline_figures
 from serving.cascade_client import CascadeClient, read_calibration
 from serving.config import GatewayConfig, config_revision, parse_config
 from serving.dataplane import Dataplane, RouteTable
@@ -39,9 +40,12 @@ from serving.errors_and_auth import AdminToken, ApiError
 from serving.http_api import HttpApi
 from serving.metrics import (
     ADMISSION_LIMIT,
+    BROWNOUT_FRACTION,
     CASCADE_EXPECTED_ESCALATION,
     CONFIG_REVISION,
+    EXPECTED_ACCURACY,
     IN_FLIGHT,
+    SLO_GUARD_FIGURE,
     VARIANT_READY,
     WEIGHT,
 )
@@ -94,7 +98,10 @@ class Router:
         cfg = parse_config(user_config["gateway"], "router user_config")
         async with self._lock:
             clients = await self._sync_variants(cfg)
-            table = RouteTable.build(cfg, config_revision(cfg), self.dp.rng)
+            offline = await asyncio.to_thread(offline_figures, cfg) if cfg.slo.objective_s is not None else {}
+            table = RouteTable.build(
+                cfg, config_revision(cfg), self.dp.rng, brownout_targets(cfg, offline), accuracies(offline)
+            )
             if self.admission is None:
                 self.admission = AdmissionControl(cfg.admission)
                 self.api = HttpApi(
@@ -232,10 +239,23 @@ class Router:
                         expected = client.calibration.expected_escalation
                         self.metrics.set(CASCADE_EXPECTED_ESCALATION, expected, variant=key)
                 self.metrics.set(CONFIG_REVISION, 1, revision=config_revision(cfg))
+                self._restate_guard()
             if adm is not None:
                 self.metrics.set(IN_FLIGHT, adm.in_flight, replica=self.replica)
                 self.metrics.set(ADMISSION_LIMIT, adm.limit, replica=self.replica)
             time.sleep(1.0)
+
+    def _restate_guard(self) -> None:
+        guard, replica = self.dp.guard, self.replica
+        if not guard.enabled:
+            return
+        for key, st in list(guard.states.items()):
+            self.metrics.set(BROWNOUT_FRACTION, st.fraction, variant=key, target=st.target, replica=replica)
+            for figure, value in list(st.figures.items()):
+                self.metrics.set(SLO_GUARD_FIGURE, value, variant=key, figure=figure, replica=replica)
+        expected = guard.expected_accuracy()
+        if expected is not None:
+            self.metrics.set(EXPECTED_ACCURACY, expected, replica=replica)
 
     # -- HTTP -----------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:

@@ -39,6 +39,7 @@ from serving.config.schema import (
     ShadowConfig,
     StickyKey,
 )
+from serving.config.slo import SloConfig
 from serving.config.variant import AutoscalingSpec, BatchingSpec, FaultSpec, ResourcesSpec, VariantSpec
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "RouterSpec",
     "RoutingConfig",
     "ShadowConfig",
+    "SloConfig",
     "StickyKey",
     "VariantSpec",
     "canonical_dict",

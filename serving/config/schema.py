@@ -41,6 +41,7 @@ from serving.config.base import (
     rule,
 )
 from serving.config.cascades import cascade_stage_problems, fill_cascade_refs
+from serving.config.slo import SloConfig
 from serving.config.variant import VariantSpec
 
 DEFAULT_PIN_HEADER = "x-slimgate-variant"
@@ -279,6 +280,7 @@ class RolloutPolicy(Section):
     http=LISTENER,
     rollout=LIVE,
     router=LIVE,
+    slo=LIVE,
 )
 class GatewayConfig(Section):
     variants: dict[VariantKey, VariantSpec] = Field(
@@ -302,6 +304,9 @@ class GatewayConfig(Section):
         default_factory=RolloutPolicy, description="How the rollout controller rolls back and promotes."
     )
     router: RouterSpec = Field(default_factory=RouterSpec, description="The router deployment.")
+    slo: SloConfig = Field(
+        default_factory=SloConfig, description="Browning out to cheaper variants under load."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -334,6 +339,14 @@ class GatewayConfig(Section):
             c = self.variants[key].cascade
             assert c is not None
             problems.extend(cascade_stage_problems(key, c.first, c.then, configured, cascades))
+        for key, to in sorted(self.slo.brownout_to.items()):
+            where = f"slo.brownout_to.{key}"
+            if key not in configured:
+                problems.append((where, f"{key!r} {unknown}"))
+            elif to not in configured:
+                problems.append((where, f"{to!r} {unknown}"))
+            elif to == key:
+                problems.append((where, f"{key!r} cannot brown out to itself"))
         limit = self.limits.request_timeout_s
         for key in self.traffic_variants():
             t = self.variants[key].timeout_s if key in self.variants else None

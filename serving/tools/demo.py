@@ -223,7 +223,7 @@ def _write_report(prometheus_url: str, out: Path, since: float) -> None:
         print(f"\n(no report: {err})")
         return
     marks = ", ".join(f"{k.lower()}: {v}" for k, v in summary["marks"].items())
-    print(f"\nreport of the drill (weights, latency, agreement; {marks}): {out.resolve()}")
+    print(f"\nreport of the drill (weights, latency, agreement, brownouts; {marks}): {out.resolve()}")
 
 
 def _healthy_candidate(cfg, registry) -> tuple[str, str] | None:

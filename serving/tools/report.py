@@ -1,6 +1,7 @@
 """``slimgate report``: the last minutes of the gateway as one PNG, for people without Grafana at hand.
 
-The plots are the Grafana dashboard's own panels (traffic weights, latency, shadow agreement),
+The plots are the Grafana dashboard's own panels (traffic weights, latency, shadow agreement,
+the SLO guard's brownouts),
 run over a time range against Prometheus, with the dashboard's rollback and promotion
 annotations drawn as vertical marks. The PromQL comes from the dashboard file, so the report
 and the dashboard cannot disagree about what a chart means.
@@ -26,6 +27,7 @@ PANELS = (
     ("Traffic weights", "weight (%)"),
     ("Latency p50 / p99", "seconds"),
     ("Shadow agreement", "agreement"),
+    ("SLO guard: traffic browned out", "share"),
 )
 MARKS = (("Rollbacks", "tab:red"), ("Promotions", "tab:green"))
 _LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")

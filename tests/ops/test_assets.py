@@ -35,6 +35,7 @@ EXPECTED_ALERTS = {
     "SlimgateNoTraffic",
     "SlimgateShedding",
     "SlimgateVariantNotReady",
+    "SlimgateBrownoutSustained",
     "SlimgateCandidateRolledBack",
     "SlimgateCandidateFrozen",
     "SlimgateControllerSourceDown",
