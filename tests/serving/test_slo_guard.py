@@ -1,4 +1,4 @@
-"""The SLO guard and its plan: brownout under load, recovery with hysteresis, sticky diversion (fake clock)."""
+"""The SLO guard and its plan: brownout under load, recovery with hysteresis, sticky diversion."""
 
 from __future__ import annotations
 
