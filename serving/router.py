@@ -26,6 +26,7 @@ import os
 import random
 import threading
 import time
+from dataclasses import asdict
 from typing import Any
 
 from starlette.requests import Request
@@ -210,8 +211,18 @@ class Router:
                 **({"load_error": self.load_errors[key]} if key in self.load_errors else {}),
             }
         adm = self.admission
+        guard = self.dp.guard
         return {
             "variants": variants,
+            "slo_guard": {
+                "enabled": guard.enabled,
+                "brownouts": {
+                    k: {"target": st.target, "fraction": st.fraction, "figures": dict(st.figures)}
+                    for k, st in guard.states.items()
+                },
+                "expected_accuracy": guard.expected_accuracy(),
+                "changes": [asdict(c) for c in guard.recent],
+            },
             "admission": {
                 "in_flight": adm.in_flight if adm else 0,
                 "limit": adm.limit if adm else 0,

@@ -49,6 +49,7 @@ MAX_BACKOFF = 3
 QUANTILE = {"p99": 0.99, "p95": 0.95}
 SALT = "slimgate-brownout"
 MIX_INTERVALS = 10  # reaction intervals the expected accuracy of the mix is averaged over
+RECENT_CHANGES = 50  # kept for GET /admin/config
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class Change:
     after: float
     reason: str
     figures: Mapping[str, float]
-    at: float
+    at: float  # the guard's clock
+    wall: float  # seconds since the epoch, for people and logs
 
     @property
     def kind(self) -> str:
@@ -97,10 +99,11 @@ class SloGuard:
         self,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_change: Callable[[Change], None] = lambda _c: None,
     ) -> None:
-        self.clock = clock
+        self.clock, self.wall_clock = clock, wall_clock
         self.rng = rng if rng is not None else random.Random()
         self.on_change = on_change
         self.cfg = SloConfig()
@@ -110,6 +113,7 @@ class SloGuard:
         self._mix: deque[dict[str, int]] = deque(maxlen=MIX_INTERVALS)
         self._served: dict[str, int] = {}
         self._started = clock()
+        self.recent: deque[Change] = deque(maxlen=RECENT_CHANGES)
 
     @property
     def enabled(self) -> bool:
@@ -176,6 +180,7 @@ class SloGuard:
             change = self._judge(key, st, intervals.get(key) or _Interval(), elapsed, now)
             if change is not None:
                 made.append(change)
+                self.recent.append(change)
                 self.on_change(change)
         return made
 
@@ -240,4 +245,4 @@ class SloGuard:
         if new == st.fraction:
             return None
         before, st.fraction = st.fraction, new
-        return Change(key, st.target, before, new, reason, dict(st.figures), now)
+        return Change(key, st.target, before, new, reason, dict(st.figures), now, self.wall_clock())
