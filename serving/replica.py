@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray import serve
@@ -71,13 +72,13 @@ class VariantReplica:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.warmup: WarmupFigures | None = None
 
-    def _measure(self, batch_size: int) -> None:
+    def _measure(self, batch_size: int, clock: Callable[[], float] = time.perf_counter) -> None:
         """Time this replica on its own hardware (after the first inference paid for lazy setup)."""
         device = str(self.predictor.device)
         hardware, flags = this_machine(device)
         self.warmup = measure(
             self.predictor,
-            time.perf_counter,
+            clock,
             batch_size=batch_size,
             hardware=hardware,
             flags=flags,
