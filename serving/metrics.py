@@ -20,26 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Seconds. Dense below 50 ms where the int8 students live, sparse up to the request timeout.
-LATENCY_BUCKETS_S = [
-    0.001,
-    0.0025,
-    0.005,
-    0.0075,
-    0.01,
-    0.015,
-    0.02,
-    0.03,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-]
+# fmt: off
+LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+                     0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+# fmt: on
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128]
 DISTANCE_BUCKETS = [0.001, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]
 
@@ -248,6 +232,25 @@ EXPECTED_ACCURACY = MetricSpec(
     "gauge",
     "Test accuracy (the registry's) of the mix of variants a router replica answered with lately.",
     ("replica",),
+)
+# A replica's self-measurement at warm-up (serving.warmup), read by the controller's speed gate.
+WARMUP_P50_SECONDS = MetricSpec(
+    "slimgate_warmup_p50_seconds",
+    "gauge",
+    "Median latency of batch-1 calls a variant replica measured at warm-up on its own hardware.",
+    ("variant", "replica"),
+)
+WARMUP_THROUGHPUT = MetricSpec(
+    "slimgate_warmup_texts_per_second",
+    "gauge",
+    "Texts per second a variant replica measured at warm-up at its batch size, on its own hardware.",
+    ("variant", "replica"),
+)
+REPLICA_HARDWARE = MetricSpec(
+    "slimgate_replica_hardware",
+    "gauge",
+    "1 for the machine (CPU model, cores, int8-relevant flags; GPU) and device each replica runs on.",
+    ("variant", "replica", "hardware", "flags", "device"),
 )
 CONTROLLER_PHASE = MetricSpec(
     "slimgate_controller_phase",

@@ -6,18 +6,30 @@ ready only when the constructor returns, so a variant whose model cannot load ne
 receives traffic. Requests are batched with ``@serve.batch`` counting texts, not calls;
 batching and fault settings arrive through ``reconfigure`` (Ray Serve's ``user_config``),
 so changing them never restarts the replica.
+
+The replica also times itself on the hardware it serves on (:mod:`serving.warmup`: a fixed
+sample, at most a few hundred ms) when its batch size is first set, which Ray Serve does through
+``reconfigure`` before the replica is ready (the translation always sends ``batching``), and again
+when the batch size changes. The figures are exported as gauges and returned by ``info()``; the
+rollout controller's speed gate reads them before promoting a candidate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ray import serve
 
 from serving.faults import Faults
-from serving.metrics import BATCH_SIZE
+from serving.metrics import BATCH_SIZE, REPLICA_HARDWARE, WARMUP_P50_SECONDS, WARMUP_THROUGHPUT
 from serving.metrics_recording import GatewayMetrics
+from serving.warmup import WarmupFigures, measure, this_machine
+
+# serve.batch's default below, until reconfigure() sets the configured one.
+DEFAULT_MAX_BATCH_SIZE = 16
 
 
 class VariantReplica:
@@ -52,11 +64,35 @@ class VariantReplica:
         self.metrics = GatewayMetrics()
         self.faults = Faults()
         self.predictor.predict(["warm-up: a replica is ready only after one inference succeeds"])
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.warmup: WarmupFigures | None = None
+
+    def _measure(self, batch_size: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        """Time this replica on its own hardware (after the first inference paid for lazy setup)."""
+        device = str(self.predictor.device)
+        hardware, flags = this_machine(device)
+        self.warmup = measure(
+            self.predictor,
+            clock,
+            batch_size=batch_size,
+            hardware=hardware,
+            flags=flags,
+            device=device,
+        )
+        labels = {"variant": self.key, "replica": self.replica}
+        self.metrics.set(WARMUP_P50_SECONDS, self.warmup.p50_s, **labels)
+        self.metrics.set(WARMUP_THROUGHPUT, self.warmup.texts_per_s, **labels)
+        self.metrics.set(
+            REPLICA_HARDWARE, 1, **labels, hardware=hardware, flags=" ".join(flags), device=device
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = user_config.get("batching", {})
         if "max_batch_size" in batching:
             self.predict.set_max_batch_size(batching["max_batch_size"])  # type: ignore[attr-defined]  # serve.batch
+            # Throughput is measured at the batch size the replica serves with (module docstring).
+            if self.warmup is None or self.warmup.batch_size != batching["max_batch_size"]:
+                self._measure(batching["max_batch_size"])
         if "batch_wait_timeout_s" in batching:
             self.predict.set_batch_wait_timeout_s(batching["batch_wait_timeout_s"])  # type: ignore[attr-defined]
         self.faults = Faults(user_config.get("faults"))
@@ -70,10 +106,13 @@ class VariantReplica:
             "backend": self.predictor.manifest.backend,
             "precision": self.predictor.precision,
             "device": self.predictor.device,
+            "warmup": None if self.warmup is None else self.warmup.as_dict(),
         }
 
     @serve.batch(
-        max_batch_size=16, batch_wait_timeout_s=0.005, batch_size_fn=lambda reqs: sum(map(len, reqs))
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_timeout_s=0.005,
+        batch_size_fn=lambda reqs: sum(map(len, reqs)),
     )
     async def predict(self, requests: list[list[str]]) -> list[dict[str, Any]]:
         texts = [t for r in requests for t in r]

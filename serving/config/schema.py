@@ -41,6 +41,7 @@ from serving.config.base import (
     rule,
 )
 from serving.config.cascades import cascade_stage_problems, fill_cascade_refs
+from serving.config.rollout import SpeedGate
 from serving.config.slo import SloConfig
 from serving.config.variant import VariantSpec
 
@@ -225,6 +226,7 @@ class RouterSpec(Section):
     passes_per_step=LIVE,
     source_errors_to_act=LIVE,
     on_source_errors=LIVE,
+    speed_gate=LIVE,
 )
 class RolloutPolicy(Section):
     """How the rollout controller paces candidates and how much evidence each move takes."""
@@ -250,6 +252,10 @@ class RolloutPolicy(Section):
     )
     on_source_errors: Literal["freeze", "rollback"] = Field(
         "freeze", description="What a candidate that cannot be observed gets: held as it is, or rolled back."
+    )
+    speed_gate: SpeedGate = Field(
+        default_factory=SpeedGate,
+        description="Hold before promotion a candidate measured slower on its hardware.",
     )
 
     @field_validator("steps")

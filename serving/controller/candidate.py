@@ -56,6 +56,8 @@ class CandidateState:
     since: float = 0.0
     # Clock time this revision was first tracked: older metrics in a window belong to another one.
     tracked_at: float = 0.0
+    # What holds it before promotion (serving.controller.speed.Hold.key); "" when nothing does.
+    held: str = ""
 
 
 # -- actions, applied by the caller in the order returned ---------------------------------------

@@ -21,6 +21,12 @@ How an interval counts (``outcomes`` maps rule names to :class:`~.rules.Outcome`
   interval is no evidence of recovery. ``source_errors_to_act`` failures in a row freeze the
   candidate (or roll it back, per policy); a candidate is never advanced or promoted blind.
 
+Promotion may be held (``hold``, from the speed gate of :mod:`.speed`): a passing interval that
+would promote keeps the candidate at its weight instead, with the hold's reason, and a ``hold``
+audit entry when what holds it changes (not every interval). Its pass streak keeps growing, so it
+is promoted on the first passing interval after the hold lifts; failures still roll it back.
+An operator :func:`promote` is not held: it is the override.
+
 Weights: the controller moves a candidate only to 0 or to one of the policy's steps. The last
 step, 100, is reached only by promotion: the gateway config requires the stable variant to keep
 weight > 0, so "candidate at 100" is expressible only by making it the stable variant.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from serving.controller.candidate import (
     CandidateState,
@@ -45,6 +52,7 @@ from serving.controller.candidate import (
     Transition,
 )
 from serving.controller.rules import Outcome
+from serving.controller.speed import Hold
 
 _DONE = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK})
 _HELD = frozenset({Phase.PAUSED, Phase.FROZEN})
@@ -61,7 +69,7 @@ def _record(
     reason: str,
     actor: str,
     now: float,
-    signals: Mapping[str, str] | None = None,
+    signals: Mapping[str, Any] | None = None,
 ) -> Record:
     detail = {
         "actor": actor,
@@ -100,10 +108,17 @@ def _rollback(
 
 
 def _promote(
-    before: CandidateState, s: CandidateState, policy: Policy, reason: str, actor: str, now: float
+    before: CandidateState,
+    s: CandidateState,
+    policy: Policy,
+    reason: str,
+    actor: str,
+    now: float,
+    signals: Mapping[str, Any] | None = None,
 ) -> Transition:
     new = replace(
         s,
+        held="",
         phase=Phase.PROMOTED,
         weight=100,
         step_index=len(policy.steps) - 1,
@@ -113,15 +128,32 @@ def _promote(
         since=now,
         last_reason=reason,
     )
-    return new, [Promote(s.variant, reason), _record("promote", before, new, reason, actor, now)]
+    return new, [Promote(s.variant, reason), _record("promote", before, new, reason, actor, now, signals)]
 
 
-def _advance(before: CandidateState, s: CandidateState, policy: Policy, now: float) -> Transition:
+def promotes_next(state: CandidateState, policy: Policy) -> bool:
+    """Whether the candidate's next advance would be its promotion (the only move a hold stops)."""
+    return next((w for w in policy.steps if w > state.weight), None) == policy.steps[-1]
+
+
+def _held(before: CandidateState, s: CandidateState, hold: Hold, now: float) -> Transition:
+    reason = f"held before promotion: {hold.reason}"
+    if s.held == hold.key:
+        return replace(s, last_reason=reason), []
+    new = replace(s, held=hold.key, last_reason=reason)
+    return new, [_record("hold", before, new, hold.reason, "controller", now, {"speed_gate": hold.figures})]
+
+
+def _advance(
+    before: CandidateState, s: CandidateState, policy: Policy, now: float, hold: Hold | None = None
+) -> Transition:
     # The next step is found from the weight, not the stored index, so a policy edited between
     # ticks (or a candidate tracked at an off-step weight) still moves to a step above it.
     nxt = next(i for i, w in enumerate(policy.steps) if w > s.weight)
     reason = f"{s.consecutive_passes} passing intervals in a row at {s.weight}%"
     if nxt == len(policy.steps) - 1:
+        if hold is not None:
+            return _held(before, s, hold, now)
         return _promote(before, s, policy, reason, "controller", now)
     weight = policy.steps[nxt]
     new = replace(
@@ -146,6 +178,7 @@ def step(
     *,
     advance: bool = True,
     required: frozenset[str] = frozenset(),
+    hold: Hold | None = None,
 ) -> Transition:
     """Judge one interval (see the module docstring for exactly how each kind counts).
 
@@ -153,7 +186,8 @@ def step(
     rolls back the same, but never moves the candidate up: only an operator promotes it.
     ``required``: rule names that must PASS for the interval to count as passing; no data in one
     of them makes a failure-free interval a quiet one (a candidate never advances on evidence
-    that leaves out, say, the latency it serves with).
+    that leaves out, say, the latency it serves with). ``hold``: why promotion must wait (the
+    speed gate); it stops only the advance that would promote (module docstring).
     """
     if state.phase in _DONE:
         return state, []
@@ -174,12 +208,14 @@ def step(
     missing = sorted(k for k in required if signals.get(k) != Outcome.PASS)
     if missing:
         return replace(s, last_reason=f"no data for {', '.join(missing)}: streaks held"), []
+    if hold is None and s.held:
+        s = replace(s, held="")  # the hold lifted: a later one is news again
     n, need = s.consecutive_passes + 1, policy.passes_per_step
     reason = f"passing interval {n}/{need}" if advance else f"passing interval {n} (not progressive: held)"
     s = replace(s, consecutive_passes=n, consecutive_failures=0, last_reason=reason)
     if s.phase is not Phase.PROGRESSING or n < need or not advance:
         return s, []
-    return _advance(state, s, policy, now)
+    return _advance(state, s, policy, now, hold)
 
 
 def _source_error(state: CandidateState, policy: Policy, now: float) -> Transition:
@@ -247,12 +283,14 @@ def promote(
     *,
     reason: str = "operator promote",
     actor: str = "operator",
+    signals: Mapping[str, Any] | None = None,
 ) -> Transition:
+    """Promote by hand, held or not (the override of the speed gate; ``signals``: what it overrode)."""
     if state.phase is Phase.PROMOTED:
         return state, []
     if state.phase is Phase.ROLLED_BACK:
         raise _refuse(state, "promote")
-    return _promote(state, state, policy, reason, actor, now)
+    return _promote(state, state, policy, reason, actor, now, signals)
 
 
 def abort(

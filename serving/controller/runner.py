@@ -3,7 +3,10 @@
 Everything with side effects sits behind three small interfaces passed in: the metrics source
 (:mod:`serving.controller.sources`), the gateway it changes
 (:class:`~serving.controller.routes.GatewayPort`: read the running config, set routes) and the
-state store. One :meth:`Controller.tick` is one analysis
+state store. Before a passing interval would promote a candidate that claims to be cheaper (its
+lineage descends from a configured variant: ``claims_for``), the speed gate of :mod:`.speed`
+compares the warm-up figures the source reports for it and for those variants, and may hold it.
+One :meth:`Controller.tick` is one analysis
 interval; traffic changes are applied before the state and audit entry are saved, so a crash
 between the two leaves the gateway safe (at worst at weight 0) and the next tick re-derives the
 rest. The controller changes only weights and shadowing, and only within what the config lists.
@@ -30,9 +33,10 @@ from serving.controller.candidate import (
     check_actions,
     revision_of,
 )
-from serving.controller.decide import abort, pause, promote, resume, step, track
+from serving.controller.decide import abort, pause, promote, promotes_next, resume, step, track
 from serving.controller.routes import GatewayPort, Routes, next_routes
 from serving.controller.rules import SERVING_SIGNALS, Measurement, Outcome, Rule, evaluate_all
+from serving.controller.speed import Hold, Speed, judge
 from serving.controller.store import AuditEntry, StateStore
 
 
@@ -51,6 +55,8 @@ class Source(Protocol):
     def measure(
         self, variant: str, signals: Sequence[str], window_s: float, reference: Mapping[str, float] | None
     ) -> dict[str, Measurement]: ...
+
+    def speed(self, variant: str) -> Speed | None: ...
 
 
 def reweigh(cfg: GatewayConfig, action: Action) -> GatewayConfig:
@@ -103,6 +109,11 @@ def _plain(v: float | None) -> float | str | None:
     return v if math.isfinite(v) else str(v)
 
 
+def _speed_figures(record: Record) -> dict[str, Any]:
+    signals = record.detail.get("signals", {})
+    return {"speed_gate": signals["speed_gate"]} if "speed_gate" in signals else {}
+
+
 INTERVAL_OUTCOMES = ("pass", "fail", "no_data", "source_error")
 
 
@@ -135,6 +146,9 @@ class Controller:
     # Given the config the tick read (one read per tick: every candidate is judged against the same).
     rules_for: Callable[[GatewayConfig, str], list[Rule]] = lambda _cfg, _key: []
     reference_for: Callable[[GatewayConfig, str], Mapping[str, float] | None] = lambda _cfg, _key: None
+    # The configured variants a candidate descends from in the registry lineage: what it claims to
+    # be cheaper than. None of them: the speed gate does not apply to it.
+    claims_for: Callable[[GatewayConfig, str], Sequence[str]] = lambda _cfg, _key: ()
     # None: the running config's ``rollout.window_s``.
     window_s: float | None = None
     clock: Callable[[], float] = time.time
@@ -161,7 +175,12 @@ class Controller:
             state, cfg = self._track(cfg, key, now, policy)
             reason = f"{command} by {actor}"
             if command == "promote":
-                state, actions = promote(state, policy, now, reason=reason, actor=actor)
+                # The override: promoted whatever the speed gate says, and the audit says what it overrode.
+                hold, figures = self.speed_gate(cfg, key, policy)
+                if hold is not None:
+                    reason += f", overriding the speed gate: {hold.reason}"
+                signals = {"speed_gate": figures} if figures else None
+                state, actions = promote(state, policy, now, reason=reason, actor=actor, signals=signals)
             elif command == "abort":
                 state, actions = abort(state, now, reason=reason, actor=actor)
             elif command == "pause":
@@ -172,6 +191,22 @@ class Controller:
                 raise ValueError(f"unknown command {command!r}: promote, abort, pause or resume")
             self._apply(cfg, state, actions, policy)
             return state
+
+    def speed_gate(self, cfg: GatewayConfig, key: str, policy: Policy) -> tuple[Hold | None, dict[str, Any]]:
+        """The speed gate's verdict on promoting ``key`` now (see :mod:`.speed`), and its figures."""
+        from serving.controller.sources import SourceError
+
+        gate = policy.speed_gate
+        claims = [k for k in self.claims_for(cfg, key) if k in cfg.variants and k != key]
+        if not gate.enabled or not claims:
+            return None, {}
+        refs = sorted({cfg.routing.stable, *claims})
+        try:
+            cand = self.source.speed(key)
+            figures = {k: self.source.speed(k) for k in refs}
+        except SourceError as err:
+            return Hold("source-error", f"the warm-up figures could not be read: {err}"), {}
+        return judge(key, cand, figures, gate.tolerance)
 
     def _policy(self, cfg: GatewayConfig) -> Policy:
         return self.policy if self.policy is not None else cfg.rollout
@@ -242,10 +277,15 @@ class Controller:
                 else frozenset()
             )
             before = state
-            state, actions = step(state, outcomes, policy, now, advance=advance, required=required)
-            # The audit keeps the values behind each outcome, not just the verdicts.
+            # Asked only when this interval could promote it: the gate holds promotion, nothing else.
+            hold = None
+            if advance and state.phase is Phase.PROGRESSING and promotes_next(state, policy):
+                hold = self.speed_gate(cfg, key, policy)[0]
+            state, actions = step(state, outcomes, policy, now, advance=advance, required=required, hold=hold)
+            # The audit keeps the values behind each outcome, not just the verdicts (and a hold's
+            # speed figures beside them).
             actions = [
-                Record(a.event, {**a.detail, "signals": evidence})
+                Record(a.event, {**a.detail, "signals": {**evidence, **_speed_figures(a)}})
                 if isinstance(a, Record) and evidence
                 else a
                 for a in actions

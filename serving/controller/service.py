@@ -4,8 +4,9 @@
 runs (from Ray's Serve REST API) and sets new routes on it (weights, stable, shadows), nothing
 else. :func:`lineage_rules` and :func:`lineage_reference`
 derive each candidate's thresholds and drift reference from its registry evaluation, so the
-bar a candidate must clear comes from its own lineage. :func:`run` is the loop behind
-``slimgate controller run``.
+bar a candidate must clear comes from its own lineage; :func:`lineage_claims` reads from the same
+lineage which configured variants a candidate descends from (what the speed gate holds it to).
+:func:`run` is the loop behind ``slimgate controller run``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,50 @@ def lineage_rules(cfg: GatewayConfig, key: str) -> list[Rule]:
     )
 
 
+# A registered version's ref (name@version) and its parents' refs; None when it is not registered.
+ManifestOf = Callable[[str], tuple[str, tuple[str, ...]] | None]
+
+
+def descends_from(cfg: GatewayConfig, key: str, manifest_of: ManifestOf) -> list[str]:
+    """The configured variants whose registered version is an ancestor of ``key``'s, sorted."""
+    own = manifest_of(cfg.variants[key].ref)
+    if own is None:
+        return []
+    seen: set[str] = set()
+    todo = list(own[1])
+    while todo:
+        ref = todo.pop()
+        if ref in seen or ref == own[0]:
+            continue
+        seen.add(ref)
+        found = manifest_of(ref)
+        todo.extend(found[1] if found else ())
+    out = []
+    for other, spec in cfg.variants.items():
+        found = None if other == key else manifest_of(spec.ref)
+        if found is not None and found[0] in seen:
+            out.append(other)
+    return sorted(out)
+
+
+def _manifest_of(registry: str | None) -> ManifestOf:
+    def of(ref: str) -> tuple[str, tuple[str, ...]] | None:
+        from variants import Registry
+
+        try:
+            m = Registry(registry).resolve(ref)
+        except Exception:  # noqa: BLE001 - an unregistered ref claims nothing
+            return None
+        return m.ref, tuple(m.parents)
+
+    return of
+
+
+def lineage_claims(cfg: GatewayConfig, key: str) -> list[str]:
+    """What ``key`` claims to be cheaper than: the configured variants it descends from."""
+    return descends_from(cfg, key, _manifest_of(str(cfg.registry) if cfg.registry else None))
+
+
 def lineage_reference(cfg: GatewayConfig, key: str) -> Mapping[str, float] | None:
     """The predicted-label profile recorded at evaluation time: the drift reference."""
     return _lineage_of(cfg, key).get("label_distribution")
@@ -186,6 +231,7 @@ def build(
         policy,
         rules_for=lineage_rules,
         reference_for=lineage_reference,
+        claims_for=lineage_claims,
         window_s=window_s,
         on_record=metrics.record,
         on_interval=metrics.interval,

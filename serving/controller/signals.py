@@ -28,6 +28,10 @@ counters below, while that table may still lack them). The signals, for variant 
 * ``escalation_rate``: texts cascade X sent to its second stage (answered there, or degraded when
   it was late) / all texts X answered.
 
+The warm-up figures of the speed gate (:mod:`.speed`) are gauges, read as they stand, not over a
+window: :func:`speed_selectors` selects every replica's series of a variant and :func:`speed_of`
+reduces them, in both sources, to the slowest replica's figures.
+
 Every term of a ratio is ``sum(increase(...)) or vector(0)``: Ray creates a series on its first
 increment, so "no fallback yet" is a missing series, and without ``or vector(0)`` a missing
 numerator would turn a 0% fallback rate into no data. 0/0 is NaN, which both sources report as
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from serving.controller.rules import QUANTILES, Measurement, Signal
+from serving.controller.speed import Speed
 from serving.metrics import PROMETHEUS_NAMES, MetricSpec
 
 SIGNALS: tuple[str, ...] = get_args(Signal)
@@ -336,3 +341,23 @@ def drift(counts: Mapping[str, float], reference: Mapping[str, float] | None) ->
     if reference is None or total <= 0:
         return Measurement(None, 0)
     return Measurement(psi(counts, reference), samples(total))
+
+
+# -- warm-up figures (gauges) -------------------------------------------------------------------
+def speed_selectors(variant: str) -> tuple[Selector, Selector, Selector]:
+    """(batch-1 p50, throughput, hardware info) series of every replica of ``variant``."""
+    v = (("variant", "=", variant),)
+    return (
+        Selector(exported_name("slimgate_warmup_p50_seconds"), v),
+        Selector(exported_name("slimgate_warmup_texts_per_second"), v),
+        Selector(exported_name("slimgate_replica_hardware"), v),
+    )
+
+
+def speed_of(p50s: Iterable[float], throughputs: Iterable[float], hardware: Iterable[str]) -> Speed | None:
+    """The slowest replica's figures (highest p50, lowest throughput); None without both."""
+    p50 = [x for x in p50s if math.isfinite(x) and x >= 0]
+    tput = [x for x in throughputs if math.isfinite(x) and x > 0]
+    if not p50 or not tput:
+        return None
+    return Speed(max(p50), min(tput), len(p50), tuple(sorted({h for h in hardware if h})))

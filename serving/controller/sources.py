@@ -47,7 +47,10 @@ from serving.controller.signals import (
     promql,
     quantile,
     ratio,
+    speed_of,
+    speed_selectors,
 )
+from serving.controller.speed import Speed
 
 
 class SourceError(RuntimeError):
@@ -63,6 +66,10 @@ class MetricsSource(Protocol):
         ``reference`` is the label distribution drift_psi compares against (no data without it).
         Raises SourceError when the backend is unreachable or a query fails.
         """
+        ...
+
+    def speed(self, variant: str) -> Speed | None:
+        """``variant``'s warm-up figures as its replicas report them now; None when none report."""
         ...
 
 
@@ -133,6 +140,11 @@ class PrometheusSource:
             out[signal] = measurement(value, count or 0.0)
         return out
 
+    def speed(self, variant: str) -> Speed | None:
+        at = self.clock() if self.clock is not None else None
+        p50, tput, hw = (self.query(sel.render(), at) for sel in speed_selectors(variant))
+        return speed_of((v for _, v in p50), (v for _, v in tput), (lb.get("hardware", "") for lb, _ in hw))
+
 
 def _error(body: bytes) -> str:
     try:
@@ -177,11 +189,9 @@ class Snapshot:
 
 
 def parse_exposition(text: str) -> dict[SeriesKey, float]:
-    """Counter and histogram samples of a Prometheus text exposition (gauges are not needed)."""
+    """Every sample of a Prometheus text exposition (gauges too: the speed gate reads them)."""
     out: dict[SeriesKey, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.type == "gauge":
-            continue
         for s in family.samples:
             if s.name.endswith("_created"):
                 continue
@@ -256,6 +266,23 @@ class EmbeddedSource:
                     counts[key] = counts.get(key, 0.0) + inc
                 out[signal] = drift(counts, reference)
         return out
+
+    def speed(self, variant: str) -> Speed | None:
+        """From the newest snapshot: gauges are read as they stand, not over a window."""
+        chain = self._chain(0.0)
+        if not chain:
+            return None
+        last = chain[-1]
+        p50, tput, hw = speed_selectors(variant)
+        found = {
+            sel: [(dict(k[1]), v) for k, v in last.values.items() if sel.matches(k[0], dict(k[1]))]
+            for sel in (p50, tput, hw)
+        }
+        return speed_of(
+            (v for _, v in found[p50]),
+            (v for _, v in found[tput]),
+            (lb.get("hardware", "") for lb, _ in found[hw]),
+        )
 
     def _chain(self, window_s: float) -> list[Snapshot]:
         with self._lock:
