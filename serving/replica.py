@@ -17,6 +17,7 @@ rollout controller's speed gate reads them before promoting a candidate.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +25,9 @@ from typing import Any
 from ray import serve
 
 from serving.faults import Faults
-from serving.metrics import BATCH_SIZE, REPLICA_HARDWARE, WARMUP_P50_SECONDS, WARMUP_THROUGHPUT
+from serving.metrics import BATCH_SIZE
 from serving.metrics_recording import GatewayMetrics
-from serving.warmup import WarmupFigures, measure, this_machine
+from serving.warmup import WarmupFigures, measure, record, this_machine
 
 # serve.batch's default below, until reconfigure() sets the configured one.
 DEFAULT_MAX_BATCH_SIZE = 16
@@ -66,6 +67,7 @@ class VariantReplica:
         self.predictor.predict(["warm-up: a replica is ready only after one inference succeeds"])
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.warmup: WarmupFigures | None = None
+        self._restater: threading.Thread | None = None
 
     def _measure(self, batch_size: int, clock: Callable[[], float] = time.perf_counter) -> None:
         """Time this replica on its own hardware (after the first inference paid for lazy setup)."""
@@ -79,12 +81,22 @@ class VariantReplica:
             flags=flags,
             device=device,
         )
-        labels = {"variant": self.key, "replica": self.replica}
-        self.metrics.set(WARMUP_P50_SECONDS, self.warmup.p50_s, **labels)
-        self.metrics.set(WARMUP_THROUGHPUT, self.warmup.texts_per_s, **labels)
-        self.metrics.set(
-            REPLICA_HARDWARE, 1, **labels, hardware=hardware, flags=" ".join(flags), device=device
-        )
+        self._restate()
+        if self._restater is None:
+            self._restater = threading.Thread(
+                target=self._restate_forever, name="slimgate-gauges", daemon=True
+            )
+            self._restater.start()
+
+    def _restate(self) -> None:
+        if self.warmup is not None:
+            record(self.metrics, self.warmup, self.key, self.replica)
+
+    def _restate_forever(self) -> None:
+        # Ray's metrics agent forgets a gauge that is not set again within two report intervals.
+        while True:
+            time.sleep(1.0)
+            self._restate()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = user_config.get("batching", {})

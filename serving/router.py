@@ -60,6 +60,7 @@ from serving.variant_clients import (
     artifact_identity,
     remote_coalescing,
 )
+from serving.warmup import record as record_warmup
 
 log = logging.getLogger("ray.serve")
 
@@ -205,8 +206,10 @@ class Router:
         for key in sorted(self.cfg.variants) if self.cfg else []:
             client = self.clients.get(key)
             info = client.info if client is not None else None
+            warmup = client.warmup if isinstance(client, InlineVariant) else None
             variants[key] = {
                 **(info.as_dict() if info is not None else {"key": key}),
+                **({"warmup": warmup.as_dict()} if warmup is not None else {}),
                 "ready": bool(client is not None and client.ready),
                 **({"load_error": self.load_errors[key]} if key in self.load_errors else {}),
             }
@@ -243,6 +246,8 @@ class Router:
                     self.metrics.set(
                         VARIANT_READY, 1 if client is not None and client.ready else 0, variant=key
                     )
+                    if isinstance(client, InlineVariant) and client.warmup is not None:
+                        record_warmup(self.metrics, client.warmup, key, self.replica)
                     if (
                         isinstance(client, CascadeClient)
                         and client.calibration.expected_escalation is not None

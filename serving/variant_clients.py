@@ -33,6 +33,7 @@ from serving.config import VariantSpec
 from serving.faults import Faults
 from serving.metrics import BATCH_SIZE
 from serving.metrics_recording import GatewayMetrics
+from serving.warmup import WarmupFigures, measure_here
 
 log = logging.getLogger("ray.serve")
 
@@ -134,6 +135,7 @@ class InlineVariant:
             on_batch=self._record_batch,
         )
         self._faults = Faults(spec.faults.model_dump())
+        self.warmup: WarmupFigures | None = None
 
     @classmethod
     def load(
@@ -154,7 +156,10 @@ class InlineVariant:
         )
         # Answer once before taking traffic: a variant that cannot infer never becomes ready.
         predictor.predict_proba(["warm-up: a variant is ready only after one inference succeeds"])
-        return cls(key, predictor, spec, artifact_identity(spec, registry), metrics)
+        loaded = cls(key, predictor, spec, artifact_identity(spec, registry), metrics)
+        # Timed on the router's hardware at the batch size it loads with, as a replica times itself.
+        loaded.warmup = measure_here(predictor, spec.batching.max_batch_size, str(predictor.device))
+        return loaded
 
     @property
     def info(self) -> VariantInfo:

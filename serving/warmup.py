@@ -120,3 +120,25 @@ def this_machine(device: str = "cpu") -> tuple[str, tuple[str, ...]]:
     if device.startswith("cuda"):
         name = f"{hardware.cuda_device_name() or 'CUDA device'} on {name}"
     return name, tuple(hardware.cpu_flags())
+
+
+def measure_here(predictor: Predictor, batch_size: int, device: str = "cpu") -> WarmupFigures:
+    """:func:`measure` on this process's machine and clock: what a replica (or the router, for the
+    variants placed in it) runs once its artifact has answered a first inference."""
+    import time
+
+    hardware, flags = this_machine(device)
+    return measure(
+        predictor, time.perf_counter, batch_size=batch_size, hardware=hardware, flags=flags, device=device
+    )
+
+
+def record(metrics: Any, figures: WarmupFigures, variant: str, replica: str) -> None:
+    """State the figures as gauges (again every second: Ray forgets a gauge that is not set again)."""
+    from serving.metrics import REPLICA_HARDWARE, WARMUP_P50_SECONDS, WARMUP_THROUGHPUT
+
+    labels = {"variant": variant, "replica": replica}
+    metrics.set(WARMUP_P50_SECONDS, figures.p50_s, **labels)
+    metrics.set(WARMUP_THROUGHPUT, figures.texts_per_s, **labels)
+    flags = " ".join(figures.flags)
+    metrics.set(REPLICA_HARDWARE, 1, **labels, hardware=figures.hardware, flags=flags, device=figures.device)

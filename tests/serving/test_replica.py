@@ -28,7 +28,7 @@ def _replica(clock: FakeClock) -> tuple[VariantReplica, MemorySink]:
     r = object.__new__(VariantReplica)
     sink = MemorySink()
     r.key, r.name, r.version, r.replica = "int8", "teacher-int8", 1, "abc123"
-    r.predictor, r.metrics, r.warmup = FakePredictor(clock), GatewayMetrics(sink), None
+    r.predictor, r.metrics, r.warmup, r._restater = FakePredictor(clock), GatewayMetrics(sink), None, None
     return r, sink
 
 
