@@ -224,7 +224,7 @@ class Router:
                     for k, st in guard.states.items()
                 },
                 "expected_accuracy": guard.expected_accuracy(),
-                "changes": [asdict(c) for c in guard.recent],
+                "changes": [{**asdict(c), "kind": c.kind} for c in guard.recent],
             },
             "admission": {
                 "in_flight": adm.in_flight if adm else 0,

@@ -283,6 +283,9 @@ def test_admin_endpoints_need_the_token(gateway):
     assert r.status_code == 200
     assert r.json()["config"]["routing"]["stable"] == "stable"
     assert TOKEN not in r.text
+    # A variant placed in the router timed itself on the router's hardware when it loaded.
+    warm = r.json()["variants"]["stable"]["warmup"]
+    assert warm["p50_s"] > 0 and warm["texts_per_s"] > 0 and "cores" in warm["hardware"]
 
 
 def test_invalid_apply_is_rejected_and_the_gateway_untouched(gateway):
@@ -581,5 +584,89 @@ def test_a_cascade_escalates_per_text_names_each_stage_and_never_waits_past_its_
             return all(any(f'stage="{s}"' in line for line in lines) for s in ("first", "then", "degraded"))
 
         poll_until(counted, timeout_s=60, every_s=1, what="every cascade stage counted in the metrics")
+    finally:
+        gateway.apply()
+
+
+def test_an_overloaded_variant_browns_out_to_a_cheaper_one_and_takes_its_share_back(gateway):
+    """The SLO guard on real load: the fp32 teacher, placed in the router with one thread and sent
+    eight long texts per request by six callers at once, breaks its objective; its share moves to
+    a cheaper deployable variant within seconds, every request is answered, and once the load is
+    gone the share comes back."""
+    import httpx
+
+    from serving.metrics import PROMETHEUS_NAMES
+
+    long_texts = [(t + " ") * 6 for t in TEXT_POOL][:8]
+    long_texts = [t[:290] for t in long_texts]
+    gateway.apply(
+        **{
+            "variants.fp32": {"ref": "teacher-onnx", "threads": 1, "progressive": False},
+            "routing.weights": {"stable": 10, "canary": 0, "fp32": 90},
+            "slo": {"objective_s": 0.15, "react_s": 1.0, "recover_s": 2.0, "min_requests": 4},
+        }
+    )
+    users = [f"slo-{i}" for i in range(40)]
+    failures, brownouts, stop = [], [], threading.Event()
+
+    def caller(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            user = users[(i + 6 * n) % len(users)]
+            r = gateway.predict(long_texts, headers={"x-user-id": user})
+            n += 1
+            if r.status_code != 200:
+                failures.append(r.text)
+            elif r.json()["route"] == "brownout":
+                brownouts.append((user, r.json()["variant"]))
+
+    def guard():
+        return gateway.admin("/admin/config").json()["slo_guard"]
+
+    try:
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            poll_until(
+                lambda: len(brownouts) >= 5,
+                timeout_s=60,
+                every_s=0.5,
+                what="the guard to brown the overloaded fp32 teacher out",
+                diagnose=lambda: guard(),
+            )
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert failures == []  # browned out, not shed
+        state = guard()
+        assert state["enabled"] and state["brownouts"]["fp32"]["target"] in ("stable", "canary")
+        assert {v for _, v in brownouts} == {state["brownouts"]["fp32"]["target"]}
+        first = next(c for c in state["changes"] if c["variant"] == "fp32")
+        assert first["before"] == 0 and first["after"] > 0 and "overloaded" in first["reason"]
+        assert first["figures"]["latency_s"] > 0.15 and first["figures"]["concurrency"] >= 1.5
+        assert 0 < state["expected_accuracy"] <= 1
+
+        # Light load: one short text at a time. The share comes back after the healthy hold.
+        def recovered() -> bool:
+            for user in users[:4]:
+                assert gateway.predict([TEXT_POOL[0]], headers={"x-user-id": user}).status_code == 200
+            return guard()["brownouts"]["fp32"]["fraction"] == 0
+
+        poll_until(recovered, timeout_s=60, every_s=0.25, what="the share to come back", diagnose=guard)
+        kinds = [c["kind"] for c in guard()["changes"] if c["variant"] == "fp32"]
+        assert kinds[0] == "brownout" and kinds[-1] == "recovery"
+        diverted_user = brownouts[0][0]
+        body = gateway.predict([TEXT_POOL[0]], headers={"x-user-id": diverted_user}).json()
+        assert body["route"] != "brownout"
+
+        name = PROMETHEUS_NAMES["slimgate_brownout_changes"]
+
+        def exported() -> bool:
+            text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+            return f"{name}{{" in text and 'kind="recovery"' in text
+
+        poll_until(exported, timeout_s=60, every_s=1, what="the guard's moves in the gateway's metrics")
     finally:
         gateway.apply()

@@ -78,6 +78,8 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
         "shadow.fraction": 1.0,
         "shadow.max_in_flight": 1,
         "rollout": {"interval_s": 2.0, "window_s": 10.0, "failures_to_rollback": 2},
+        # The SLO guard on, with an objective this load never breaks, so that its series exist.
+        "slo": {"objective_s": 5.0},
         # A cascade (threshold 1: every text goes on) over a second stage of its own, in the router,
         # so that the drill's timing of the other candidates is left as it was.
         "variants.fp32": {"ref": "teacher-onnx", "progressive": False},
