@@ -17,10 +17,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from serving.config import ConfigError, GatewayConfig, config_revision
+from serving.controller.brownouts import BrownoutLog
+from serving.controller.brownouts import read as read_brownouts
 from serving.controller.candidate import (
     Action,
     CandidateState,
@@ -157,6 +159,7 @@ class Controller:
     on_record: Callable[[AuditEntry], None] = lambda _e: None
     on_interval: Callable[[str, str], None] = lambda _key, _outcome: None
     last_config: GatewayConfig | None = None
+    brownouts: BrownoutLog = field(default_factory=BrownoutLog)
 
     def _exclusive(self):
         # One tick, operator action or apply at a time, across processes: they never interleave,
@@ -296,7 +299,20 @@ class Controller:
                 state = replace(before, last_reason=f"held: {err}")
                 self.store.save(state)
             out[key] = state
+        self._record_brownouts(cfg, now)
         return out
+
+    def _record_brownouts(self, cfg: GatewayConfig, now: float) -> None:
+        """Audit the SLO guard's moves since the last interval (:mod:`.brownouts`)."""
+        from serving.controller.sources import SourceError
+
+        try:
+            seen = read_brownouts(self.source.series)
+        except SourceError:
+            return  # the candidates' intervals already count the source as down
+        for e in self.brownouts.entries(seen, cfg, now):
+            fields = (e.actor, e.action, e.variant, e.revision, e.weights_before, e.weights_after)
+            self.on_record(self.store.append(*fields, e.signals, e.reason, e.at, e.config_revision))
 
     def _notice_outside_changes(self, cfg: GatewayConfig, now: float) -> None:
         """Audit a config change made neither by this controller nor by ``slimgate apply``.

@@ -72,6 +72,10 @@ class MetricsSource(Protocol):
         """``variant``'s warm-up figures as its replicas report them now; None when none report."""
         ...
 
+    def series(self, selector: Selector) -> Vector:
+        """Every series ``selector`` matches as it stands now (gauges: no window), with its labels."""
+        ...
+
 
 # -- Prometheus -----------------------------------------------------------------------------------
 Vector = list[tuple[dict[str, str], float]]
@@ -141,9 +145,10 @@ class PrometheusSource:
         return out
 
     def speed(self, variant: str) -> Speed | None:
-        at = self.clock() if self.clock is not None else None
-        p50, tput, hw = (self.query(sel.render(), at) for sel in speed_selectors(variant))
-        return speed_of((v for _, v in p50), (v for _, v in tput), (lb.get("hardware", "") for lb, _ in hw))
+        return speed_from(self, variant)
+
+    def series(self, selector: Selector) -> Vector:
+        return self.query(selector.render(), self.clock() if self.clock is not None else None)
 
 
 def _error(body: bytes) -> str:
@@ -268,21 +273,18 @@ class EmbeddedSource:
         return out
 
     def speed(self, variant: str) -> Speed | None:
+        return speed_from(self, variant)
+
+    def series(self, selector: Selector) -> Vector:
         """From the newest snapshot: gauges are read as they stand, not over a window."""
         chain = self._chain(0.0)
         if not chain:
-            return None
-        last = chain[-1]
-        p50, tput, hw = speed_selectors(variant)
-        found = {
-            sel: [(dict(k[1]), v) for k, v in last.values.items() if sel.matches(k[0], dict(k[1]))]
-            for sel in (p50, tput, hw)
-        }
-        return speed_of(
-            (v for _, v in found[p50]),
-            (v for _, v in found[tput]),
-            (lb.get("hardware", "") for lb, _ in found[hw]),
-        )
+            return []
+        return [
+            (dict(labels), v)
+            for (name, labels), v in chain[-1].values.items()
+            if selector.matches(name, dict(labels))
+        ]
 
     def _chain(self, window_s: float) -> list[Snapshot]:
         with self._lock:
@@ -304,3 +306,9 @@ def _increases(chain: list[Snapshot], sel: Selector) -> dict[tuple[tuple[str, st
 
 def _total(chain: list[Snapshot], selectors: Iterable[Selector]) -> float:
     return sum(sum(_increases(chain, sel).values()) for sel in selectors)
+
+
+def speed_from(source: MetricsSource, variant: str) -> Speed | None:
+    """``variant``'s warm-up figures (its slowest replica's) from any source's current series."""
+    p50, tput, hw = (source.series(sel) for sel in speed_selectors(variant))
+    return speed_of((v for _, v in p50), (v for _, v in tput), (lb.get("hardware", "") for lb, _ in hw))

@@ -35,8 +35,14 @@ class FakeSource:
     def __init__(self):
         self.error_rate = {"canary": 0.0, "stable": 0.0}
         self.down = False
+        self.gauges: dict[str, list] = {}  # exported name -> [(labels, value)]
 
     def measure(self, variant, signals, window_s, reference):
         if self.down:
             raise SourceError("prometheus unreachable")
         return {"error_rate": Measurement(self.error_rate[variant], 100)}
+
+    def series(self, selector):
+        if self.down:
+            raise SourceError("prometheus unreachable")
+        return list(self.gauges.get(selector.name, []))
