@@ -5,10 +5,12 @@ guard off (admission control sheds) and on (the overloaded variant browns out to
                                    [--objective-s 0.25] [--low-s 20] [--high-s 60] [--after-s 40]
 
 Starts one gateway serving ``--stable`` at 100% with ``--cheap`` configured at weight 0 (both in
-the router, one thread each), and measures the stable variant's capacity C (hey, 32 connections,
-10 s). Then, once with the guard off and once on, in the same run on the same gateway, hey offers
-0.5 C for ``--low-s``, 2 C for ``--high-s``, and 0.5 C for ``--after-s`` (open enough: 128 rate
-limited workers at 2 C). A request misses when it is not answered 200 within the objective, so
+the router, one thread each), and measures the stable variant's capacity C (hey, 6 connections, so
+that admission control sheds none, 10 s). Then, once with the guard off and once on, in the same
+run on the same gateway, hey offers
+0.5 C for ``--low-s``, 2 C for ``--high-s``, and 0.5 C for ``--after-s`` (64 rate-limited
+workers at 2 C, in 16 hey processes started a fraction of a period apart, so that hey's workers
+do not fire in bursts). A request misses when it is not answered 200 within the objective, so
 a request shed by admission control (503) is a miss too. While the guard is on, its state is
 read from the router's ``GET /admin/config`` every 0.25 s:
 
@@ -35,8 +37,10 @@ from typing import Any
 from benchmarks.gateway_harness import gateway_config, say, serving
 from benchmarks.load import Load, hey
 
-HIGH_WORKERS = 128
-LOW_WORKERS = 32
+HIGH_WORKERS = 64
+LOW_WORKERS = 16
+HEY_PROCESSES = 16
+CAPACITY_CALLERS = 6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--low-s", type=float, default=20.0)
     p.add_argument("--high-s", type=float, default=60.0)
     p.add_argument("--after-s", type=float, default=40.0)
+    p.add_argument(
+        "--texts",
+        type=int,
+        default=8,
+        help="texts per request (from the test split): the model's work, "
+        "not the gateway's, is what a brownout saves",
+    )
     p.add_argument("--out", type=Path, default=Path("reports/slo_guard.json"))
     a = p.parse_args(argv)
     from variants.hardware import describe
@@ -71,12 +82,18 @@ def main(argv: list[str] | None = None) -> int:
         "cheap": a.cheap,
         "objective_s": a.objective_s,
     }
+    a.body = _body(a.texts)
+    out["texts_per_request"] = a.texts
     with serving(cfg) as url:
         predict = url + "/v1/predict"
-        hey(predict, n=300, concurrency=8)  # warm-up
-        capacity = hey(predict, duration_s=10, concurrency=32).ok_rps()
+        hey(predict, n=200, concurrency=8, body=a.body)  # warm-up
+        # Few enough callers that admission control sheds none of them (its floor is 8 in flight).
+        capacity = hey(predict, duration_s=10, concurrency=CAPACITY_CALLERS, body=a.body).ok_rps()
         out["capacity_rps"] = capacity
-        say(f"capacity of {a.stable} through the gateway: {capacity:.0f} req/s (hey -c 32, 10 s)")
+        say(
+            f"capacity of {a.stable}: {capacity:.0f} req/s of {a.texts} texts each "
+            f"(hey -c {CAPACITY_CALLERS}, 10 s)"
+        )
         for mode in ("off", "on"):
             _apply(None if mode == "off" else a.objective_s)
             out[mode] = _profile(url, capacity, a)
@@ -146,8 +163,48 @@ class GuardWatch:
         return statistics.fmean(values) if values else None
 
 
-def _phase(url: str, rate: float, seconds: float, workers: int) -> Load:
-    return hey(url + "/v1/predict", duration_s=seconds, concurrency=workers, rate_per_worker=rate / workers)
+def _body(n: int) -> str:
+    import random
+
+    from variants.dataset import load_dataset
+
+    return json.dumps({"inputs": random.Random(0).sample(load_dataset().test.texts, n)})
+
+
+def _phase(url: str, rate: float, seconds: float, workers: int, body: str) -> Load:
+    """``rate`` requests/s for ``seconds`` from ``workers`` rate-limited hey workers.
+
+    One hey process starts all its workers' tickers together, so its workers fire in bursts; the
+    workers are spread over ``HEY_PROCESSES`` processes started a fraction of a period apart,
+    which spreads the bursts into a steady stream."""
+    per_process = max(1, workers // HEY_PROCESSES)
+    per_worker = rate / (per_process * HEY_PROCESSES)
+    period = 1.0 / per_worker
+    loads: list[Load] = []
+
+    def one(i: int) -> None:
+        time.sleep(i * period / HEY_PROCESSES)
+        left = seconds - i * period / HEY_PROCESSES
+        loads.append(
+            hey(
+                url + "/v1/predict",
+                duration_s=left,
+                concurrency=per_process,
+                rate_per_worker=per_worker,
+                body=body,
+            )
+        )
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(HEY_PROCESSES)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    merged: dict[int, list[float]] = {}
+    for load in loads:
+        for status, values in load.latencies.items():
+            merged.setdefault(status, []).extend(values)
+    return Load(seconds, merged)
 
 
 def _misses(load: Load, objective_s: float) -> tuple[int, int]:
@@ -159,11 +216,11 @@ def _misses(load: Load, objective_s: float) -> tuple[int, int]:
 def _profile(url: str, capacity: float, a: argparse.Namespace) -> dict[str, Any]:
     with GuardWatch(url) as watch:
         t0 = time.monotonic()
-        low = _phase(url, 0.5 * capacity, a.low_s, LOW_WORKERS)
+        low = _phase(url, 0.5 * capacity, a.low_s, LOW_WORKERS, a.body)
         t_high = time.monotonic()
-        high = _phase(url, 2.0 * capacity, a.high_s, HIGH_WORKERS)
+        high = _phase(url, 2.0 * capacity, a.high_s, HIGH_WORKERS, a.body)
         t_after = time.monotonic()
-        after = _phase(url, 0.5 * capacity, a.after_s, LOW_WORKERS)
+        after = _phase(url, 0.5 * capacity, a.after_s, LOW_WORKERS, a.body)
         t_end = time.monotonic()
     phases = {"low": low, "high": high, "after": after}
     result: dict[str, Any] = {"phases": {}}

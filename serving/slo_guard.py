@@ -13,8 +13,8 @@ Every ``react_s`` the guard judges each variant that has a brownout target (see
 * **loaded**: at least ``min_requests`` answers, their quantile above the objective, and on
   average at least ``min_concurrency`` calls in flight (Little's law: latency x rate). A variant
   slow on its own, with nothing queued, is a fault for the rollout controller, not load. The
-  variant's answers per second while loaded are its measured capacity (the latest is kept:
-  the cheaper variant taking its share may compete with it for the same cores). The diverted fraction rises to what leaves it ``headroom`` of that capacity, and by at
+  variant's answers per second while loaded are its measured capacity (the most seen in this
+  brownout, or answered in time since: an interval that drains a backlog answers fewer). The diverted fraction rises to what leaves it ``headroom`` of that capacity, and by at
   least ``RAISE_STEP``, so an overload that admission control hides from the offered rate is
   still worked off within a few intervals.
 * **healthy**: the quantile below ``headroom`` x the objective (or nothing to judge). After
@@ -208,8 +208,9 @@ class SloGuard:
             if concurrency < cfg.min_concurrency:
                 st.healthy_since = None
                 return None  # slow, but not loaded: not the guard's to fix
-            # The latest: what it answers now, beside whatever else shares its cores, not alone.
-            st.capacity_rps = served_rps
+            # The most it answered while overloaded in this brownout: a tick that drains a backlog
+            # after a raise answers fewer, and must not make the variant look weaker than it is.
+            st.capacity_rps = max(st.capacity_rps, served_rps)
             st.figures["capacity_rps"] = st.capacity_rps
             st.healthy_since = None
             if st.lowered_at is not None and now - st.lowered_at < 2 * self._hold(st):
@@ -224,6 +225,8 @@ class SloGuard:
         if observed is not None and observed > cfg.headroom * objective:
             st.healthy_since = None
             return None
+        # Answering more than that, in time, shows more capacity than was measured.
+        st.capacity_rps = max(st.capacity_rps, served_rps)
         if st.healthy_since is None:
             st.healthy_since = now - elapsed
         if now - st.healthy_since < self._hold(st):
@@ -239,6 +242,8 @@ class SloGuard:
         held = f"healthy for {now - st.healthy_since:.0f}s ({what}); {load}"
         change = self._move(key, st, new, held, now)
         st.lowered_at, st.healthy_since = now, None
+        if new == 0:
+            st.capacity_rps = 0.0  # the next brownout measures afresh
         return change
 
     def _move(self, key: str, st: Brownout, new: float, reason: str, now: float) -> Change | None:

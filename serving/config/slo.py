@@ -65,7 +65,7 @@ class SloConfig(Section):
         description="Requests a variant must answer within one reaction interval for its latency to count.",
     )
     min_concurrency: Annotated[StrictFloat, Field(ge=0, le=10_000)] = Field(
-        1.5,
+        4.0,
         description="Mean calls in flight to the variant (latency x rate) above which a broken objective is "
         "load; below it the variant is slow on its own (a fault for the rollout controller, not a brownout).",
     )

@@ -88,6 +88,22 @@ def test_when_load_falls_the_share_comes_back_after_a_healthy_hold():
     assert routed == {"big": 50, "small": 0}
 
 
+def test_an_interval_that_drains_a_backlog_does_not_make_the_variant_look_weaker():
+    guard, clock, changes = _guard()
+    model = Model(capacity=100)
+    model.interval(guard, clock, offered=200)  # overloaded: 100/s answered
+    model.capacity = 12  # the next interval answers a backlog's tail, late
+    model.interval(guard, clock, offered=200)
+    assert guard.states["big"].capacity_rps == 100
+    model.capacity = 100
+    seconds = 0
+    while guard.states["big"].fraction > 0:
+        model.interval(guard, clock, offered=50)
+        seconds += 1
+        assert seconds < 30
+    assert changes[-1].after == 0.0  # all the way back, not stuck at a sliver
+
+
 def test_a_share_given_back_too_early_doubles_the_next_hold():
     guard, clock, changes = _guard()
     model = Model(capacity=100)
