@@ -14,9 +14,10 @@ Every ``react_s`` the guard judges each variant that has a brownout target (see
   average at least ``min_concurrency`` calls in flight (Little's law: latency x rate). A variant
   slow on its own, with nothing queued, is a fault for the rollout controller, not load. The
   variant's answers per second while loaded are its measured capacity (the most seen in this
-  brownout, or answered in time since: an interval that drains a backlog answers fewer). The diverted fraction rises to what leaves it ``headroom`` of that capacity, and by at
-  least ``RAISE_STEP``, so an overload that admission control hides from the offered rate is
-  still worked off within a few intervals.
+  brownout, or answered in time since: an interval that drains a backlog answers fewer). The
+  diverted fraction rises to what leaves it ``headroom`` of that capacity, and by at least
+  ``RAISE_STEP``, so an overload that admission control hides from the offered rate is still
+  worked off within a few intervals.
 * **healthy**: the quantile below ``headroom`` x the objective (or nothing to judge). After
   ``recover_s`` of healthy intervals in a row the fraction falls to what the offered load needs
   given the measured capacity: all the way back to 0 once the load is below capacity.
