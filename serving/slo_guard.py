@@ -25,9 +25,12 @@ Every ``react_s`` the guard judges each variant that has a brownout target (see
 
 Hysteresis: raising is immediate, lowering waits for a healthy hold, and the hold doubles (up to
 ``2**MAX_BACKOFF``) whenever a lowering is followed by a new overload within two holds, so a
-variant at the edge of its capacity does not flap. Diversion is sticky: a caller's key is hashed
-to a point in [0, 1), and the callers below the fraction are diverted, the same ones for as long
-as the brownout lasts (a growing fraction only adds callers).
+variant at the edge of its capacity does not flap. Once the offered load is at most
+``LIGHT_LOAD`` of the measured capacity (the burst is over) the plain hold applies again.
+
+Diversion is sticky: a caller's key is hashed to a point in [0, 1), and the callers below the
+fraction are diverted, the same ones for as long as the brownout lasts (a growing fraction only
+adds callers).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ RAISE_STEP = 0.2
 # was measured a little low come all the way back.
 MIN_FRACTION = 0.05
 MAX_BACKOFF = 3
+# Offered load at most this share of the measured capacity gives a share back after the plain hold.
+LIGHT_LOAD = 0.6
 QUANTILE = {"p99": 0.99, "p95": 0.95}
 SALT = "slimgate-brownout"
 MIX_INTERVALS = 10  # reaction intervals the expected accuracy of the mix is averaged over
@@ -230,11 +235,13 @@ class SloGuard:
         st.capacity_rps = max(st.capacity_rps, served_rps)
         if st.healthy_since is None:
             st.healthy_since = now - elapsed
-        if now - st.healthy_since < self._hold(st):
+        # A load well below the capacity measured is no edge to flap at: the backed-off hold is for
+        # giving a share back near capacity, not after the burst is over.
+        light = offered_rps <= LIGHT_LOAD * st.capacity_rps
+        if now - st.healthy_since < (cfg.recover_s if light else self._hold(st)):
             return None
         # What the load needs now: the share the variant cannot answer within its headroom.
-        offered_total = offered_rps
-        keep = cfg.headroom * st.capacity_rps / offered_total if offered_total > 0 else 1.0
+        keep = cfg.headroom * st.capacity_rps / offered_rps if offered_rps > 0 else 1.0
         new = max(0.0, 1.0 - keep)
         if new < MIN_FRACTION:
             new = 0.0

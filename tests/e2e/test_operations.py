@@ -257,3 +257,31 @@ def test_report_renders_the_last_minutes_from_prometheus(gateway, prometheus, tm
         text=True,
     )
     assert bad.returncode == 2 and "unreachable" in bad.stderr
+
+
+def test_every_replicas_warmup_reaches_prometheus_and_the_speed_gate_holds_a_slower_variant(
+    gateway, prometheus
+):
+    """The speed gate's inputs end to end: each replica's self-measurement (the router's variants and
+    the shadow's own replica) scraped by a real Prometheus and read back by the controller's source;
+    the fp32 teacher, claimed cheaper than the int8 student, is held on what this machine measured."""
+    import pytest
+
+    from serving.controller.speed import judge
+
+    source = PrometheusSource(prometheus)
+    figures: dict = {}
+
+    def measured() -> bool:
+        figures.update({k: source.speed(k) for k in ("stable", "canary", "shadow")})
+        return all(figures.values())
+
+    poll_until(
+        measured, timeout_s=60, every_s=2, what="every variant's warm-up figures", diagnose=lambda: figures
+    )
+    own = gateway.admin("/admin/config").json()["variants"]["stable"]["warmup"]
+    assert figures["stable"].p50_s == pytest.approx(own["p50_s"])  # what the router measured itself
+    assert all(any("cores" in h for h in f.hardware) for f in figures.values())
+    hold, evidence = judge("shadow", figures["shadow"], {"stable": figures["stable"]}, 0.1)
+    assert hold is not None and "shadow" in hold.reason, evidence
+    assert judge("stable", figures["stable"], {"shadow": figures["shadow"]}, 0.1)[0] is None

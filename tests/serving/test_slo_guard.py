@@ -115,9 +115,16 @@ def test_a_share_given_back_too_early_doubles_the_next_hold():
     assert guard.states["big"].backoff == 1
     seconds = 0
     while guard.states["big"].fraction > 0:
-        model.interval(guard, clock, offered=50)
+        model.interval(guard, clock, offered=70)  # near its capacity: the edge it flapped at
         seconds += 1
     assert 8 <= seconds <= 10  # the hold doubled
+    model.interval(guard, clock, offered=200)
+    assert guard.states["big"].backoff == 2
+    seconds = 0
+    while guard.states["big"].fraction > 0:
+        model.interval(guard, clock, offered=40)  # the burst is over: the plain hold
+        seconds += 1
+    assert 4 <= seconds <= 6
 
 
 def test_raising_keeps_going_while_the_variant_stays_overloaded():
