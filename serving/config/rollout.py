@@ -26,6 +26,6 @@ class SpeedGate(Section):
     )
     tolerance: Annotated[StrictFloat, Field(ge=0, le=10)] = Field(
         0.1,
-        description="How much slower than the variant it descends from (and than stable) a candidate may "
+        description="How much slower than the configured variants it descends from a candidate may "
         "measure and still be promoted: 0.1 = batch-1 p50 at most 1.1x, throughput at least 1/1.1x.",
     )

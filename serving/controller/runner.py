@@ -203,7 +203,9 @@ class Controller:
         claims = [k for k in self.claims_for(cfg, key) if k in cfg.variants and k != key]
         if not gate.enabled or not claims:
             return None, {}
-        refs = sorted({cfg.routing.stable, *claims})
+        # What it claims to be cheaper than is what it descends from (stable among them, when it
+        # does): a candidate more accurate and dearer than an unrelated stable claims nothing of it.
+        refs = sorted(set(claims))
         try:
             cand = self.source.speed(key)
             figures = {k: self.source.speed(k) for k in refs}

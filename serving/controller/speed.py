@@ -10,8 +10,9 @@ The rules, with ``t`` the configured ``rollout.speed_gate.tolerance``:
 
 * The gate applies only to a candidate that *claims* to be cheaper: one whose registry lineage
   descends from the stable variant or from another configured variant (its parent). Others are
-  never held by it. A claiming candidate is compared with stable and with every configured
-  ancestor (each a *reference*).
+  never held by it. A claiming candidate is compared with every configured ancestor (each a
+  *reference*; stable is one when the candidate descends from it): a candidate dearer and more
+  accurate than an unrelated stable claims nothing of it.
 * It gates **promotion only**: the candidate steps through the canary weights as usual (its live
   latency is judged there by the rules anyway), and only the move to stable is held. A held
   candidate keeps its weight and is still judged every interval, so failures still roll it back;
