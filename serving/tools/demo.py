@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import statistics
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 from serving.config import AdminConfig
 from serving.errors_and_auth import resolve_admin_token
+
+SCRAPE_S = 2.0  # the drill's Prometheus
 
 
 def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any], float]:
@@ -118,7 +121,9 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
         # promotion marks are the controller's own counters.
         targets = [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{controller_port}"]
         try:
-            prometheus = local_prometheus.LocalPrometheus(workdir / "prometheus", 9090, targets, scrape_s=2.0)
+            prometheus = local_prometheus.LocalPrometheus(
+                workdir / "prometheus", 9090, targets, scrape_s=SCRAPE_S
+            )
         except RuntimeError as err:  # e.g. port 9090 taken by a Prometheus of the user's
             print(f"\n(no local Prometheus for the drill: {str(err).splitlines()[0]})")
     if prometheus is not None:
@@ -193,6 +198,7 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
             done, took = watch(
                 ctl.ctl, name, lambda s: s.phase in (Phase.PROMOTED, Phase.ROLLED_BACK), 300, show, since=t1
             )
+            time.sleep(2 * SCRAPE_S)  # Prometheus scrapes the controller's last counters before it stops
             if done is not None and done.phase is Phase.PROMOTED:
                 print(
                     f"   promoted to stable {took:.1f} s after it was applied; client errors meanwhile: "
@@ -203,7 +209,6 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
         print(f"\naudit log (`slimgate audit --state {state}`):")
         cmd_audit(argparse.Namespace(state=state, limit=30, json=False))
         if prometheus is not None:
-            time.sleep(4.0)  # two scrapes: the controller's last counters reach Prometheus
             _write_report(prometheus.url, workdir / "slimgate-report.png", started)
     finally:
         if stop is not None:
@@ -216,7 +221,7 @@ def _write_report(prometheus_url: str, out: Path, since: float) -> None:
     """The SRE's picture of the drill: ``slimgate report`` over the drill's own Prometheus data."""
     from serving.tools.report import ReportError, render
 
-    minutes = (time.time() - since) / 60 + 0.5
+    minutes = math.ceil((time.time() - since) / 30 + 1) / 2  # the drill and half a minute, in half minutes
     try:
         summary = render(prometheus_url, out, minutes=minutes, step_s=2.0)
     except ReportError as err:

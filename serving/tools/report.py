@@ -30,6 +30,7 @@ PANELS = (
     ("SLO guard: traffic browned out", "share"),
 )
 MARKS = (("Rollbacks", "tab:red"), ("Promotions", "tab:green"))
+MARK_GAP_S = 30.0
 _LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
@@ -90,7 +91,9 @@ def marks(
         previous = None
         for t, _v in r["values"]:
             t = float(t)
-            if previous is None or t - previous > step_s * 1.5:
+            # A missed scrape breaks a run for a step or two; one event's run lasts the annotation's
+            # own window (a minute), so gaps shorter than half of it are the same event.
+            if previous is None or t - previous > max(step_s * 1.5, MARK_GAP_S):
                 out.append((t, legend(annotation.get("titleFormat"), r["metric"])))
             previous = t
     return sorted(out)
