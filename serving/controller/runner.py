@@ -38,6 +38,7 @@ from serving.controller.candidate import (
 from serving.controller.decide import abort, pause, promote, promotes_next, resume, step, track
 from serving.controller.routes import GatewayPort, Routes, next_routes
 from serving.controller.rules import SERVING_SIGNALS, Measurement, Outcome, Rule, evaluate_all
+from serving.controller.signals import Selector
 from serving.controller.speed import Hold, Speed, judge
 from serving.controller.store import AuditEntry, StateStore
 
@@ -59,6 +60,8 @@ class Source(Protocol):
     ) -> dict[str, Measurement]: ...
 
     def speed(self, variant: str) -> Speed | None: ...
+
+    def series(self, selector: Selector) -> list[tuple[dict[str, str], float]]: ...
 
 
 def reweigh(cfg: GatewayConfig, action: Action) -> GatewayConfig:
