@@ -2,9 +2,10 @@
 Prometheus, every Grafana dashboard query answered, the admin API and the audit log.
 
 One drill produces every series the dashboard charts: a canary that fails half its calls (errors,
-fallbacks, then a rollback by the controller), a shadow that is slow, wrong and failing (shadow
-requests, drops, errors, disagreements, latency deltas), client mistakes, ground-truth feedback,
-and an operator promotion through the controller's admin API.
+fallbacks, then a rollback by the controller), a second shadow that is slow, wrong and failing
+(shadow requests, drops, errors, disagreements, latency deltas), client mistakes, ground-truth
+feedback, and an operator promotion of the healthy shadow through the controller's admin API
+(the failing one could lose a race with the controller's own rollback).
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ def _start_controller(prometheus: str, state, log_path):
 def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus, tmp_path):
     drill = {
         "variants.canary.faults": {"error_rate": 0.5},
-        "variants.shadow.faults": {"delay_ms": 150.0, "error_rate": 0.2, "flip_rate": 0.5},
         "variants.shadow.timeout_s": 10.0,  # so that it may serve once promoted
+        # Two shadows: the healthy one the operator promotes, and fp32, slow, wrong and failing (the
+        # controller may roll it back whenever it likes: nothing waits on it).
+        "shadow.variants": ["shadow", "fp32"],
         "shadow.fraction": 1.0,
         "shadow.max_in_flight": 1,
         "rollout": {"interval_s": 2.0, "window_s": 10.0, "failures_to_rollback": 2},
@@ -82,7 +85,11 @@ def test_drill_feeds_every_dashboard_query_and_the_audit_log(gateway, prometheus
         "slo": {"objective_s": 5.0},
         # A cascade (threshold 1: every text goes on) over a second stage of its own, in the router,
         # so that the drill's timing of the other candidates is left as it was.
-        "variants.fp32": {"ref": "teacher-onnx", "progressive": False},
+        "variants.fp32": {
+            "ref": "teacher-onnx",
+            "progressive": False,
+            "faults": {"delay_ms": 150.0, "error_rate": 0.2, "flip_rate": 0.5},
+        },
         "variants.cascade": {
             "cascade": {"first": "stable", "then": "fp32", "threshold": 1.0, "budget_ms": 5000.0},
             "progressive": False,
