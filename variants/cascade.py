@@ -13,6 +13,7 @@ a measured cascade met its target (:func:`target_met`). Pure numpy: the build st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -46,6 +47,9 @@ class Curve:
     thresholds: np.ndarray
     accuracy: np.ndarray
     agreement: np.ndarray
+    # Texts not escalated at k on which exactly one stage is right: what the paired accuracy
+    # difference between the cascade and the second stage rests on (its noise).
+    discordant: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -86,6 +90,8 @@ def curve(
     gain = (then_pred == y_true).astype(np.int64) - (first_pred == y_true)
     agree_gain = (then_pred == ref).astype(np.int64) - (first_pred == ref)
     correct = np.concatenate([[0], np.cumsum(gain[order])]) + int((first_pred == y_true).sum())
+    swing = np.abs(gain)
+    discordant = int(swing.sum()) - np.concatenate([[0], np.cumsum(swing[order])])
     agreeing = np.concatenate([[0], np.cumsum(agree_gain[order])]) + int((first_pred == ref).sum())
     s = conf[order]
     # Midway between the k-th and (k+1)-th least confident; past both ends, just beyond them.
@@ -93,7 +99,7 @@ def curve(
         np.concatenate([[0.0], (s[:-1] + s[1:]) / 2, [np.nextafter(1.0, 2.0)]]) if n else np.array([0.0])
     )
     denom = max(1, n)
-    return Curve(measure, thresholds, correct / denom, agreeing / denom)
+    return Curve(measure, thresholds, correct / denom, agreeing / denom, discordant)
 
 
 TargetKind = Literal["accuracy_margin", "min_agreement", "max_escalation"]
@@ -111,24 +117,38 @@ class Choice:
     met: bool
 
 
-def select(c: Curve, kind: TargetKind, value: float, then_accuracy: float) -> Choice:
+def select(c: Curve, kind: TargetKind, value: float, then_accuracy: float, confidence: float = 0.0) -> Choice:
     """The least escalation that meets the target; where none does, the best the curve offers.
 
     ``accuracy_margin``: accuracy >= ``then_accuracy - value``. ``min_agreement``: agreement with
     the reference >= ``value``. ``max_escalation``: the most accurate point escalating at most
     ``value`` of the texts. Ties in accuracy go to the lower escalation.
+
+    ``confidence`` (0 = the point estimate): the target must hold with that one-sided confidence,
+    not just on this sample. The first escalation at which a noisy curve crosses its bar is an
+    optimistic pick (the winner's curse: it was picked because the sample happened to be kind
+    there), and it shows on the test split. For an accuracy margin the bound is McNemar's: the
+    cascade differs from the second stage only on non-escalated texts where exactly one of them is
+    right, so its accuracy deficit has a standard error of sqrt(discordant) / n. For agreement it
+    is the binomial standard error of the agreement.
     """
+    z = NormalDist().inv_cdf(confidence) if confidence > 0 else 0.0
     if kind == "max_escalation":
         cap = int(np.floor(value * c.n + 1e-9))
         k = int(np.argmax(c.accuracy[: cap + 1]))
         met = True
     else:
-        series, bar = (
-            (c.accuracy, then_accuracy - value) if kind == "accuracy_margin" else (c.agreement, value)
-        )
-        ok = np.flatnonzero(series >= bar - 1e-12)
+        n = max(1, c.n)
+        if kind == "accuracy_margin":
+            series, bar = c.accuracy, then_accuracy - value
+            disc = c.discordant if c.discordant is not None else np.zeros_like(series)
+            slack = z * np.sqrt(disc) / n
+        else:
+            series, bar = c.agreement, value
+            slack = z * np.sqrt(series * (1 - series) / n)
+        ok = np.flatnonzero(series - slack >= bar - 1e-12)
         met = ok.size > 0
-        k = int(ok[0]) if met else int(np.argmax(series))
+        k = int(ok[0]) if met else int(np.argmax(series - slack))
     return Choice(
         c.measure, float(c.thresholds[k]), c.escalation(k), float(c.accuracy[k]), float(c.agreement[k]), met
     )

@@ -31,7 +31,11 @@ def cascade_inputs(pair: CascadePair, ctx: BuildContext) -> dict[str, Any]:
     stages = {s: {k: f.sha256 for k, f in ctx.built[s].files.items()} for s in _stages(pair)}
     return {
         "step": pair.entry,
-        "recipe": {"pair": section_dict(pair), "validation_examples": ctx.recipe.cascade.validation_examples},
+        "recipe": {
+            "pair": section_dict(pair),
+            "validation_examples": ctx.recipe.cascade.validation_examples,
+            "confidence": ctx.recipe.cascade.confidence,
+        },
         "parents": stages,
         "validation": ctx.dataset.hashes()["validation"],
     }
@@ -80,7 +84,7 @@ def build_cascade(pair: CascadePair, ctx: BuildContext, out: Path) -> dict[str, 
     choice = None
     for measure in measures:
         c = curve(first_probs, then_pred, y, measure, reference)
-        pick = select(c, kind, value, then_accuracy)  # type: ignore[arg-type]
+        pick = select(c, kind, value, then_accuracy, cfg.confidence)  # type: ignore[arg-type]
         per_measure[measure] = {
             "separation_auroc": round(separation(first_probs, y, measure), 6),
             "threshold": pick.threshold,
@@ -109,6 +113,7 @@ def build_cascade(pair: CascadePair, ctx: BuildContext, out: Path) -> dict[str, 
             "hash": val.content_hash,
             "examples": len(val),
             "target": {"kind": kind, "value": value},
+            "confidence": cfg.confidence,
             "measure": choice.measure,
             "threshold": choice.threshold,
             "met_on_validation": choice.met,

@@ -243,6 +243,11 @@ class CascadeConfig(_Section):
     validation_examples: PositiveInt | None = Field(
         None, description="Validation texts the threshold is chosen on (a deterministic subset); null = all."
     )
+    confidence: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.9,
+        description="One-sided confidence with which the chosen threshold must meet an accuracy or agreement "
+        "target on the validation split (0 = on the sample's point estimate, which the test split punishes).",
+    )
 
     @model_validator(mode="after")
     def _distinct_entries(self) -> CascadeConfig:

@@ -54,6 +54,36 @@ def test_threshold_selection_meets_each_kind_of_target_with_the_least_escalation
     assert not missed.met and missed.accuracy == 1.0  # the best the curve offers, flagged
 
 
+def test_with_a_confidence_the_target_must_hold_beyond_the_samples_noise():
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    y = rng.integers(0, 4, size=n)
+    conf = rng.random(n)
+    # The first stage is right more often where it is confident; the second stage at 85% everywhere.
+    first_right = rng.random(n) < 0.55 + 0.45 * conf
+    first_pred = np.where(first_right, y, (y + 1) % 4)
+    first = np.full((n, 4), 0.0)
+    first[np.arange(n), first_pred] = 0.25 + 0.75 * conf
+    first[np.arange(n), (first_pred + 2) % 4] = 0.2 * (1 - conf)
+    then = np.where(rng.random(n) < 0.85, y, (y + 3) % 4)
+    c = curve(first, then, y, "max_probability")
+    assert c.discordant[0] == int(((first_pred == y) != (then == y)).sum()) and c.discordant[-1] == 0
+    then_acc = float((then == y).mean())
+    plain = select(c, "accuracy_margin", 0.001, then_acc)
+    sure = select(c, "accuracy_margin", 0.001, then_acc, confidence=0.9)
+    assert plain.met and sure.met and sure.escalation > plain.escalation
+    k, z, bar = round(sure.escalation * n), NormalDist().inv_cdf(0.9), then_acc - 0.001
+    assert c.accuracy[k] - z * np.sqrt(c.discordant[k]) / n >= bar - 1e-12
+    assert all(c.accuracy[j] - z * np.sqrt(c.discordant[j]) / n < bar for j in range(k))  # the least such
+    assert select(c, "max_escalation", 0.3, then_acc, confidence=0.9) == select(
+        c, "max_escalation", 0.3, then_acc
+    )
+    agree = select(c, "min_agreement", 0.9, then_acc, confidence=0.9)
+    assert agree.agreement - z * np.sqrt(agree.agreement * (1 - agree.agreement) / n) >= 0.9 - 1e-12
+
+
 def test_threshold_selection_is_reproducible():
     rng = np.random.default_rng(7)
     first = rng.dirichlet(np.ones(5), size=500).astype(np.float32)
