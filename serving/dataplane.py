@@ -239,7 +239,8 @@ class Dataplane:
 
     def record(self, served: Served, texts: list[str], request_id: str) -> None:
         m, key = self.metrics, served.key
-        self.guard.observe(key, served.seconds)
+        if self.guard.enabled:  # off, nothing would ever end its interval: nothing is kept
+            self.guard.observe(key, served.seconds)
         m.inc(REQUESTS, variant=key, route=served.route)
         m.inc(INPUTS, len(texts), variant=key)
         m.observe(REQUEST_LATENCY_SECONDS, served.seconds, variant=key, route=served.route)

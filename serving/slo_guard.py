@@ -150,6 +150,7 @@ class SloGuard:
 
     def observe(self, key: str, seconds: float) -> None:
         """A call to ``key`` answered after ``seconds`` (as the router measured it)."""
+        self._maybe_decide()  # pinned-only traffic never calls route(): the interval still ends
         iv = self._interval.get(key)
         if iv is None:
             iv = self._interval[key] = _Interval()

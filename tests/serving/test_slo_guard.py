@@ -170,6 +170,25 @@ def test_diversion_is_sticky_and_a_growing_fraction_only_adds_callers():
     assert guard.route("small", "user-1", lambda _k: True) is None  # no plan for it
 
 
+def test_with_the_guard_off_the_dataplane_keeps_nothing_per_call():
+    cfg = parse_config(
+        {"variants": {"stable": {"ref": "a@1"}}, "routing": {"stable": "stable", "weights": {"stable": 100}}}
+    )
+    dp = Dataplane(GatewayMetrics(MemorySink()), rng=random.Random(0))
+    dp.configure(RouteTable.build(cfg, "rev1", dp.rng), {"stable": FakeVariant("stable", 0)})
+    for _ in range(50):
+        asyncio.run(dp.serve(dp.current(), ["t"], "r", pinned="stable"))
+    assert not dp.guard.enabled and dp.guard._interval == {} and dp.guard._served == {}
+
+
+def test_pinned_only_traffic_still_ends_the_guards_intervals():
+    guard, clock, _ = _guard()
+    for _ in range(100):
+        guard.observe("big", 0.01)
+        clock.advance(0.1)
+    assert len(guard._interval["big"].latencies) <= 11
+
+
 def test_the_expected_accuracy_is_the_answered_mix_weighted_by_registry_accuracy():
     guard, clock, _ = _guard()
     assert guard.expected_accuracy() is None

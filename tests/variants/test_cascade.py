@@ -138,6 +138,12 @@ def test_bad_cascade_recipes_are_refused_with_the_field_named(pair, field):
         parse_recipe({"cascade": {"pairs": [pair]}})
 
 
+@pytest.mark.parametrize("confidence", [1.0, -0.1, "high"])
+def test_a_bad_calibration_confidence_is_refused_with_the_field_named(confidence):
+    with pytest.raises(RecipeError, match="confidence"):
+        parse_recipe({"cascade": {"confidence": confidence, "pairs": []}})
+
+
 # -- the registry entry, on the small real registry ---------------------------------------------
 @pytest.fixture(scope="module")
 def cascade_build(cascade_registry, tmp_path_factory):
