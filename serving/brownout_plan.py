@@ -30,9 +30,8 @@ def read_offline(registry: str | None, ref: str) -> Offline | None:
     """The registered version's evaluation (None when the ref does not resolve); blocking I/O."""
     from variants import Registry
 
-    try:
-        m = Registry(registry).resolve(ref)
-    except Exception:  # noqa: BLE001 - a variant without lineage simply has no brownout plan
+    m = Registry(registry).lookup(ref)
+    if m is None:  # a variant without lineage simply has no brownout plan
         return None
     metrics = m.metrics or {}
     accuracy, throughput = metrics.get("accuracy"), metrics.get("throughput_per_s")

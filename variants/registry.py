@@ -175,6 +175,14 @@ class Registry:
         name, version = parse_ref(ref)
         return self.get(name, version)
 
+    def lookup(self, ref: str) -> Manifest | None:
+        """``resolve``, or None where the ref names nothing readable here (the gateway's lineage
+        reads treat that as "no lineage", never as an error)."""
+        try:
+            return self.resolve(ref)
+        except Exception:  # noqa: BLE001 - unknown name or version, a bad ref or an unreadable manifest
+            return None
+
     def latest(self) -> list[Manifest]:
         return [self.get(n) for n in self.names()]
 

@@ -64,9 +64,8 @@ def _lineage(registry: str | None, ref: str) -> dict:
     """A registered version's evaluation; versions are immutable, so this is cached by ref."""
     from variants import Registry
 
-    try:
-        m = Registry(registry).resolve(ref)
-    except Exception:  # noqa: BLE001 - no lineage just means default thresholds
+    m = Registry(registry).lookup(ref)
+    if m is None:  # no lineage just means default thresholds
         return {}
     out = dict(m.metrics or {})
     if m.backend == "cascade" and m.calibration is not None:
@@ -137,9 +136,8 @@ def _manifest_of(registry: str | None) -> ManifestOf:
     def of(ref: str) -> tuple[str, tuple[str, ...]] | None:
         from variants import Registry
 
-        try:
-            m = Registry(registry).resolve(ref)
-        except Exception:  # noqa: BLE001 - an unregistered ref claims nothing
+        m = Registry(registry).lookup(ref)
+        if m is None:  # an unregistered ref claims nothing
             return None
         return m.ref, tuple(m.parents)
 

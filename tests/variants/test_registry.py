@@ -107,3 +107,16 @@ def test_not_found_and_refs(tmp_path):
         parse_ref("student@latest")
     with pytest.raises(RegistryError, match="bad variant name"):
         reg.register(_stage(tmp_path, {"model.onnx": b"w"}), **_fields(name="../escape"))
+
+
+def test_lookup_is_resolve_or_none(tmp_path):
+    reg = Registry(tmp_path / "reg")
+    m = reg.register(_stage(tmp_path, {"model.onnx": b"w"}), **_fields())
+    assert reg.lookup("m").ref == m.ref == reg.lookup(f"m@{m.version}").ref
+    # unknown name, unknown version and an unparsable ref all read as "no lineage"
+    assert reg.lookup("ghost") is None
+    assert reg.lookup(f"m@{m.version + 1}") is None
+    assert reg.lookup("m@latest") is None
+    # an unreadable manifest too: the gateway's lineage reads must not fail on one
+    (reg.path("m", m.version) / "manifest.json").write_text("{", encoding="utf-8")
+    assert reg.lookup("m") is None
