@@ -49,7 +49,7 @@ def build_teacher(ctx: BuildContext, out: Path) -> dict[str, Any]:
 
     cfg = ctx.recipe.teacher
     tok_file = base_tokenizer_file(cfg.model)
-    model = load_base_classifier(cfg.model, ctx.labels)
+    model = load_base_classifier(cfg.model, ctx.labels, cfg.seed)
     split = _train_split(ctx, cfg.train_examples, cfg.seed)
     enc = TextEncoder(tok_file, ctx.recipe.data.max_length)
     res = train(model, enc, split.texts, split.label_ids, cfg, desc="teacher", progress=ctx.progress)

@@ -44,8 +44,10 @@ class TextClassifier(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     @classmethod
-    def from_pretrained_encoder(cls, source: str, labels: list[str]) -> TextClassifier:
-        """A pretrained encoder (local dir or hub id, safetensors only) with a fresh head."""
+    def from_pretrained_encoder(cls, source: str, labels: list[str], seed: int = 0) -> TextClassifier:
+        """A pretrained encoder (local dir or hub id, safetensors only) with a fresh head, drawn
+        from ``seed``: torch's default generator starts from a random seed in every process, so an
+        unseeded head would make two builds of one recipe two different teachers."""
         encoder = AutoModel.from_pretrained(source, use_safetensors=True)
         config = encoder.config
         config.num_labels = len(labels)
@@ -56,7 +58,9 @@ class TextClassifier(nn.Module):
         if pooler is not None:
             encoder.pooler = None  # unused by mean pooling; keeps the saved weights minimal
         model = cls(config, encoder)
-        nn.init.normal_(model.classifier.weight, std=getattr(config, "initializer_range", 0.02))
+        head = torch.Generator().manual_seed(seed)
+        std = getattr(config, "initializer_range", 0.02)
+        nn.init.normal_(model.classifier.weight, std=std, generator=head)
         nn.init.zeros_(model.classifier.bias)
         return model
 

@@ -53,14 +53,15 @@ def base_tokenizer_file(model: str) -> Path:
     return path
 
 
-def load_base_classifier(model: str, labels: Sequence[str]) -> TextClassifier:
-    """The base encoder with a fresh classification head over ``labels`` (safetensors only)."""
+def load_base_classifier(model: str, labels: Sequence[str], seed: int = 0) -> TextClassifier:
+    """The base encoder with a fresh classification head over ``labels`` drawn from ``seed``
+    (safetensors only)."""
     from transformers.utils import logging as hf_logging
 
     # Loading an encoder checkpoint that has a pooler or MLM head we drop is expected here.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    return TextClassifier.from_pretrained_encoder(resolve_base_model(model), list(labels))
+    return TextClassifier.from_pretrained_encoder(resolve_base_model(model), list(labels), seed)
 
 
 def make_student(teacher: TextClassifier, layers: Sequence[int]) -> TextClassifier:

