@@ -197,19 +197,28 @@ def test_recipe_change_rebuilds_only_the_dependent_step(built, dataset):
     assert reg.get("student-int8-static").recipe["quantization.static"]["method"] == "minmax"
 
 
+def _edit_train(dataset, index):
+    train = dataset.train
+    examples = list(train.examples)
+    examples[index] = dataclasses.replace(examples[index], text=examples[index].text + " (edited)")
+    changed = dataclasses.replace(dataset, train=Split(train.name, tuple(examples)))
+    assert changed.hashes()["train"] != dataset.hashes()["train"]
+    return changed
+
+
 def test_data_change_rebuilds(built, dataset):
     reg, recipe, _, m = built
-    train = dataset.train
-    first = train.examples[0]
-    edited = dataclasses.replace(first, text=first.text + " (edited)")
-    new_train = Split(train.name, (edited, *train.examples[1:]))
-    changed = dataclasses.replace(dataset, train=new_train)
-    assert changed.hashes()["train"] != dataset.hashes()["train"]
     only_teacher = recipe.model_copy(update={"variants": ["teacher-onnx"]})
+    cfg = recipe.teacher
+    # edit a text the teacher trains on: a text it never draws would change the data hash but,
+    # training being seeded, could give byte-identical weights and rightly reuse the export
+    seen = dataset.train.examples.index(dataset.train.subsample(cfg.train_examples, cfg.seed).examples[0])
+    changed = _edit_train(dataset, seen)
     _, outcomes = build(only_teacher, reg, dataset=changed, progress=False)
     assert {o.name: o.status for o in outcomes} == {"teacher": "built", "teacher-onnx": "built"}
     new = reg.get("teacher")
     assert new.version == m["teacher"].version + 1 and new.data["train"] == changed.hashes()["train"]
+    assert new.files != m["teacher"].files
     assert reg.get("teacher-onnx").parents == [new.ref]
 
 
