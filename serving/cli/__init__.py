@@ -27,7 +27,12 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job: build the variants, start the gateway, serve traffic")
     d.add_argument("--recipe", default="quick", help="recipe to build (default: the quick profile)")
     d.add_argument("--registry", default=None)
-    d.add_argument("--config", default=None, help="gateway config (default: serving/configs/default.yaml)")
+    d.add_argument(
+        "--config",
+        default=None,
+        help="gateway config (default: derived from the registry after the build by the rules of "
+        "serving/tools/selection.py, and written to WORKDIR/gateway.yaml)",
+    )
     d.add_argument("--requests", type=int, default=300, help="sample requests sent once the gateway is up")
     d.add_argument("--metrics-port", type=int, default=8080)
     d.add_argument("--exit", action="store_true", help="stop after the sample traffic instead of serving on")
@@ -36,7 +41,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the live rollback and promotion by the rollout controller",
     )
-    d.add_argument("--workdir", default="runs/demo", help="the drill's controller state and Prometheus data")
+    d.add_argument(
+        "--workdir",
+        default="runs/demo",
+        help="the derived gateway config, the drill's controller state and Prometheus data",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -46,7 +55,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from serving.config import load_config
-    from serving.tools.demo import live_rollout, show_traffic
+    from serving.tools.demo import derive_config, live_rollout, show_traffic
+    from variants import Registry
 
     if args.registry:
         os.environ["SLIMGATE_REGISTRY"] = str(args.registry)  # the gateway's replicas read the same root
@@ -57,8 +67,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if rc != 0:
         return rc
     variants_cli.cmd_lineage(argparse.Namespace(registry=args.registry, image=None, all_versions=False))
-    cfg = load_config(args.config)
-    print(f"\nstarting the gateway ({args.config or 'serving/configs/default.yaml'}) ...")
+    if args.config:
+        cfg, source = load_config(args.config), args.config
+    else:
+        # What the build made deployable decides what is served; NoServableVariant (a ValueError)
+        # reaches main() and stops the demo with its figures, before Ray starts.
+        cfg, source = derive_config(Registry(args.registry), Path(args.workdir))
+    print(f"\nstarting the gateway ({source}) ...")
 
     def on_ready(url: str) -> None:
         show_traffic(url, cfg.admin, args.requests)

@@ -15,10 +15,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from serving.config import AdminConfig
+from serving.config import AdminConfig, GatewayConfig
 from serving.errors_and_auth import resolve_admin_token
+from variants.registry import Registry
 
 SCRAPE_S = 2.0  # the drill's Prometheus
+
+
+def derive_config(registry: Registry, workdir: Path) -> tuple[GatewayConfig, str]:
+    """The gateway config the build made deployable (:mod:`serving.tools.selection`), each choice
+    printed with its reason, written to ``workdir/gateway.yaml`` for ``slimgate serve``."""
+    from serving.tools.selection import select, to_yaml
+
+    chosen = select(registry)
+    print("\ngateway config, derived from the registry (serving/tools/selection.py):")
+    for line in chosen.lines:
+        print(f"  {line}")
+    written = workdir / "gateway.yaml"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(to_yaml(chosen), encoding="utf-8")
+    print(f"written to {written} (serve it again with `slimgate serve {written}`)")
+    return chosen.config, str(written)
 
 
 def _post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any], float]:
@@ -91,19 +108,17 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     installs it), else from the gateway's own metrics endpoint: the same signals either way.
     """
     from serving.cli.controller import cmd_audit, fetch_text, start_scraping
-    from serving.config import REMOVE
     from serving.controller.candidate import Phase
     from serving.controller.service import RayGateway
     from serving.controller.sources import EmbeddedSource, PrometheusSource
     from serving.deployer import apply_config
     from serving.ops import local_prometheus
     from serving.tools.drill import ControllerThread, SteadyLoad, free_port, running_revision, watch
-    from variants import Registry
+    from serving.tools.selection import promotion_candidate, read_baseline, running_canary, swap_changes
     from variants.dataset import load_dataset
 
     cfg = RayGateway().current()
-    stable = cfg.routing.stable
-    canary = next((k for k, w in sorted(cfg.routing.weights.items()) if k != stable and w > 0), None)
+    canary = running_canary(cfg)
     if canary is None:
         print("\nrollout drill skipped: the config has no canary with traffic")
         return
@@ -177,22 +192,19 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
                 f"   rolled back {took:.1f} s after the fault was applied; client errors meanwhile: "
                 f"{load.errors(t0)} of {len(load.window(t0))} requests"
             )
-            candidate = _healthy_candidate(cfg, Registry(cfg.registry))
-            if candidate is None:
-                print("\n2. skipped: no other deployable variant of the same size as stable in the registry")
+            registry = Registry(cfg.registry)
+            found, why = promotion_candidate(
+                cfg, registry.latest(), registry.lookup, read_baseline(registry.root)
+            )
+            if found is None:
+                print(f"\n2. skipped: no candidate to promote: {why}")
                 return
-            name, ref = candidate
+            name, ref = found.name, found.ref
             running = RayGateway().current()
             first = policy.steps[0]
-            fresh = running.with_changes(
-                {
-                    f"variants.{canary}": REMOVE,  # frees its share of the router for the new candidate
-                    f"variants.{name}": {"ref": ref, "threads": 1},
-                    "routing.weights": {stable: 100 - first, name: first},
-                },
-                "demo",
-            )
-            print(f"\n2. a new candidate, {ref}, starts at {first}% and earns each step")
+            # The rolled-back canary (and any cascade staged on it) makes room for the new candidate.
+            fresh = running.with_changes(swap_changes(running, canary, name, ref, first), "demo")
+            print(f"\n2. a new candidate, {ref}, starts at {first}% and earns each step\n   ({why})")
             t1 = time.monotonic()
             apply_config(fresh, actor="demo", state=state, echo=lambda m: print("   " + m))
             done, took = watch(
@@ -229,19 +241,3 @@ def _write_report(prometheus_url: str, out: Path, since: float) -> None:
         return
     marks = ", ".join(f"{k.lower()}: {v}" for k, v in summary["marks"].items())
     print(f"\nreport of the drill (weights, latency, agreement, brownouts; {marks}): {out.resolve()}")
-
-
-def _healthy_candidate(cfg, registry) -> tuple[str, str] | None:
-    """A deployable variant of the stable one's architecture not in the config (e.g. its QAT twin)."""
-    stable = registry.resolve(cfg.variants[cfg.routing.stable].ref)
-    configured = {cfg.variants[k].name for k in cfg.variants}
-    family = stable.name.split("-")[0]
-    for name in registry.names():
-        if name in configured or not name.startswith(family + "-int8"):
-            continue
-        m = registry.get(name)
-        if not m.deployable:
-            continue
-        if m.labels == stable.labels and m.format == stable.format:
-            return m.name, m.ref
-    return None
