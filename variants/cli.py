@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -132,7 +133,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not args.no_baseline:
         from variants.baseline import tfidf_logreg_baseline
 
-        baseline = tfidf_logreg_baseline(ctx.dataset)
+        # On the very texts the variants were evaluated on, so that the two compare.
+        test = ctx.dataset.test.subsample(recipe.evaluation.test_examples, seed=0)
+        baseline = tfidf_logreg_baseline(dataclasses.replace(ctx.dataset, test=test))
     skipped = [(o.name, o.reason or "") for o in outcomes if o.status == "skipped"]
     print()
     _report(reg, manifests, skipped, baseline, str(args.recipe))
@@ -205,6 +208,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     doc = m.model_dump(mode="json")
     if doc.get("metrics"):
         doc["metrics"].pop("predictions", None)
+        doc["metrics"].pop("full_test", None)
     doc["path"] = str(reg.path(m.name, m.version))
     print(json.dumps(doc, indent=2))
     return 0

@@ -118,9 +118,11 @@ def measure(
     y_true: list[int],
     cfg: EvaluationConfig,
     reference: list[int] | None = None,
+    quality_only: bool = False,
 ) -> dict[str, Any]:
     """Every figure of one variant on the test texts; ``reference`` = the teacher's answers there,
-    which a cascade's agreement curve is drawn against."""
+    which a cascade's agreement curve is drawn against. ``quality_only``: the answers alone (what
+    the gate's second look needs), no timing."""
     from variants.predictor import CascadePredictor, load_variant
     from variants.registry import parse_ref
 
@@ -134,6 +136,9 @@ def measure(
     bs = cfg.throughput_batch_size
     y = np.asarray(y_true)
     extra: dict[str, Any] = {}
+    if quality_only:
+        probs = np.concatenate([predictor.predict_proba(texts[i : i + bs]) for i in range(0, len(texts), bs)])
+        return {"n_test": len(texts), "predictions": probs.argmax(axis=1).tolist()}
     if isinstance(predictor, CascadePredictor):
         staged = [predictor.predict_staged(texts[i : i + bs]) for i in range(0, len(texts), bs)]
         probs = np.concatenate([p for p, _ in staged])
@@ -198,7 +203,15 @@ def _worker_main() -> None:
     a = ap.parse_args()
     job = json.loads(Path(a.job).read_text(encoding="utf-8"))
     cfg = EvaluationConfig.model_validate(job["config"])
-    result = measure(a.registry, a.ref, job["texts"], job["labels"], cfg, job.get("reference"))
+    result = measure(
+        a.registry,
+        a.ref,
+        job["texts"],
+        job["labels"],
+        cfg,
+        job.get("reference"),
+        job.get("quality_only", False),
+    )
     Path(a.out).write_text(json.dumps(result), encoding="utf-8")
 
 
@@ -209,8 +222,9 @@ def run_isolated(
     labels: list[int],
     cfg: EvaluationConfig,
     reference: list[int] | None = None,
+    quality_only: bool = False,
 ) -> dict:
-    """Measure ``ref`` in a fresh interpreter with the configured thread count."""
+    """Measure ``ref`` in a fresh interpreter with the configured thread count (see :func:`measure`)."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(cfg.threads)
@@ -218,7 +232,13 @@ def run_isolated(
         job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job.write_text(
             json.dumps(
-                {"texts": texts, "labels": labels, "config": cfg.model_dump(), "reference": reference}
+                {
+                    "texts": texts,
+                    "labels": labels,
+                    "config": cfg.model_dump(),
+                    "reference": reference,
+                    "quality_only": quality_only,
+                }
             ),
             encoding="utf-8",
         )

@@ -161,6 +161,12 @@ class GateConfig(_Section):
     min_retention: Annotated[float, Field(ge=0, le=1.5)] = Field(
         0.97, description="Accuracy / teacher accuracy below which a variant is rejected."
     )
+    confidence: Annotated[float, Field(ge=0.5, lt=1)] = Field(
+        0.95,
+        description="A variant passes only when its retention clears min_retention with this one-sided "
+        "confidence, paired with the teacher on the same test texts (over all looks: the test subset, then "
+        "the full split when the subset is inconclusive); inconclusive on the full split is rejected.",
+    )
 
 
 class CascadeTarget(_Section):
@@ -247,6 +253,12 @@ class CascadeConfig(_Section):
         0.9,
         description="One-sided confidence with which the chosen threshold must meet an accuracy or agreement "
         "target on the validation split (0 = on the sample's point estimate, which the test split punishes).",
+    )
+    min_speedup: Annotated[float, Field(ge=0)] = Field(
+        1.5,
+        description="A cascade is deployable only if its measured throughput (texts/s, same harness) is at "
+        "least this multiple of its second stage's: one that escalates most texts costs more than the "
+        "second stage alone and has no reason to exist. 0 turns the check off.",
     )
 
     @model_validator(mode="after")

@@ -72,11 +72,23 @@ class FileEntry(BaseModel):
 
 
 class Gate(BaseModel):
+    """The accuracy gate's decision and the evidence that decided it (see :mod:`variants.gate`)."""
+
     model_config = ConfigDict(extra="forbid")
     status: Literal["pending", "passed", "rejected"] = "pending"
     min_retention: float | None = None
-    retention: float | None = None
-    reason: str | None = None
+    retention: float | None = Field(None, description="the point estimate on the deciding texts")
+    reason: str | None = Field(None, description="what decided, in words, with the figures")
+    confidence: float | None = Field(None, description="the gate's confidence over all its looks")
+    retention_interval: list[float | None] | None = Field(
+        None, description="[low, high] of retention at that confidence; null ends are unbounded"
+    )
+    test_texts: int | None = Field(None, description="paired test texts the decision rests on")
+    evidence: str | None = Field(None, description="which look decided: the test subset or the full split")
+    resolution: float | None = Field(
+        None,
+        description="retention this far above the bar is rejected with probability at most 1 - confidence",
+    )
 
 
 class Manifest(BaseModel):

@@ -68,6 +68,10 @@ def markdown(manifests: list[Manifest], skipped: list[tuple[str, str]] = ()) -> 
         lines.append("| " + " | ".join("" if r[c] is None else fmt.format(r[c]) for c, fmt in COLUMNS) + " |")
     for name, reason in skipped:
         lines.append(f"| {name} | skipped: {reason} |" + " |" * (len(COLUMNS) - 2))
+    decided = [m for m in manifests if m.gate.reason]
+    if decided:
+        lines += ["", "Gate decisions:"]
+        lines += [f"- {m.ref}: {m.gate.status}, {m.gate.reason}" for m in decided]
     return "\n".join(lines)
 
 
@@ -86,7 +90,9 @@ def as_json(manifests: list[Manifest], extra: dict[str, Any]) -> str:
                 "calibration": m.calibration,
                 "gate": m.gate.model_dump(),
                 "deployable": m.deployable,
-                "metrics": {k: v for k, v in (m.metrics or {}).items() if k != "predictions"},
+                "metrics": {
+                    k: v for k, v in (m.metrics or {}).items() if k not in ("predictions", "full_test")
+                },
             }
             for m in manifests
         ],

@@ -249,3 +249,34 @@ def test_two_pairs_built_into_one_entry_are_refused_and_a_name_tells_them_apart(
     named = {**pair, "name": "cascade-capped", "target": {"max_escalation": 0.3}}
     recipe = parse_recipe({"cascade": {"pairs": [pair, named]}})
     assert [p.entry for p in recipe.cascade.pairs] == ["cascade-student-int8-to-teacher", "cascade-capped"]
+
+
+def test_a_cascade_no_cheaper_than_its_second_stage_is_rejected_with_both_figures(cascade_build):
+    from variants.assessment import assess
+
+    reg, recipe, ds, ctx, _ = cascade_build
+    name = "cascade-student-int8-to-teacher"
+    picked = [ctx.built[n] for n in ("teacher", "student-int8", name)]
+
+    def with_speedup(x: float):
+        return recipe.model_copy(update={"cascade": recipe.cascade.model_copy(update={"min_speedup": x})})
+
+    out = {m.name: m for m in assess(reg, picked, ds, with_speedup(1000.0))}
+    cascade, teacher = out[name], out["teacher"]
+    c = cascade.metrics["cascade"]
+    ratio = cascade.metrics["throughput_per_s"] / teacher.metrics["throughput_per_s"]
+    assert c["speedup_over_second_stage"] == pytest.approx(ratio)
+    assert cascade.gate.status == "rejected" and not cascade.deployable
+    assert (
+        f"not cheaper than its second stage: throughput {cascade.metrics['throughput_per_s']:.0f} texts/s"
+        in (cascade.gate.reason)
+    )
+    assert (
+        f"{ratio:.2f}x its second stage {teacher.ref} ({teacher.metrics['throughput_per_s']:.0f}), < 1000x"
+        in (cascade.gate.reason)
+    )
+    # The same figures (nothing measured again) under a bar they clear: deployable, the cost said.
+    fine = {m.name: m for m in assess(reg, picked, ds, with_speedup(ratio / 2))}[name]
+    assert fine.gate.status == "passed" and fine.deployable and "not cheaper" not in fine.gate.reason
+    assert f"{ratio:.2f}x its second stage" in fine.gate.reason
+    assert fine.metrics["throughput_per_s"] == cascade.metrics["throughput_per_s"]

@@ -137,15 +137,43 @@ def test_gate_rejects_below_retention(built, dataset):
     strict = recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"min_retention": 1.01})})
     out = {x.name: x for x in assess(reg, list(m.values()), dataset, strict)}
     for x in out.values():
-        below = x.metrics["retention"] < 1.01
-        assert x.gate.status == ("rejected" if below else "passed") and x.deployable == (not below)
-    # The teacher's retention is 1 by definition, so a 1.01 gate always rejects it.
-    assert (
-        out["teacher"].gate.status == "rejected" and "retention 1.0000 < 1.01" in out["teacher"].gate.reason
-    )
+        low = x.gate.retention_interval[0] if x.gate.retention_interval else None
+        # Passing takes evidence: the whole interval above the bar, not a point estimate over it.
+        assert x.gate.status == ("passed" if low is not None and low >= 1.01 else "rejected")
+        assert x.deployable == (x.gate.status == "passed")
+        assert x.gate.confidence == 0.95 and x.gate.test_texts and x.gate.evidence in x.gate.reason
+    # The teacher's retention is 1 by definition, so a 1.01 gate always rejects it, on the subset.
+    t = out["teacher"].gate
+    assert t.status == "rejected" and "retention 1.0000 below 1.01 with 95% confidence" in t.reason
+    assert t.evidence == "the 96-text test subset" and t.retention_interval[1] < 1.01
     assert slimgate(["variants", "--registry", str(reg.root), "deployable", "teacher"]) == 2
     # Restore the recipe's gate for the other tests.
     assess(reg, list(m.values()), dataset, recipe)
+
+
+def test_a_gate_the_test_subset_leaves_undecided_looks_at_the_whole_split(built, dataset):
+    reg, recipe, _, m = built
+    # A test split of 300 texts, 96 of them evaluated, and the bar at student-int8's own retention
+    # there: the subset cannot tell them apart, so the gate looks at all 300 texts.
+    small = dataclasses.replace(dataset, test=Split("test", dataset.test.examples[:300]))
+    pair = [m["teacher"], m["student-int8"]]
+    zero = recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"min_retention": 0.0})})
+    first = {x.name: x for x in assess(reg, pair, small, zero)}  # decided at the first look
+    bar = first["student-int8"].metrics["retention"]
+    at_bar = recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"min_retention": bar})})
+    seen: list[str] = []
+    out = {x.name: x for x in assess(reg, pair, small, at_bar, on_variant=seen.append)}
+    g = out["student-int8"].gate
+    assert g.evidence == "all 300 texts of the test split (the 96-text test subset was inconclusive)"
+    assert g.test_texts == 300 and g.evidence in g.reason and g.resolution > 0
+    assert len(out["student-int8"].metrics["full_test"]["predictions"]) == 300
+    assert len(reg.get("teacher").metrics["full_test"]["predictions"]) == 300  # kept with the teacher
+    assert sum("second look" in s for s in seen) == 2  # the variant's and the teacher's answers
+    # A rerun decides again from the recorded answers, predicting nothing.
+    seen.clear()
+    again = {x.name: x for x in assess(reg, pair, small, at_bar, on_variant=seen.append)}
+    assert seen == [] and again["student-int8"].gate == g
+    assess(reg, pair, dataset, recipe)  # the other tests' figures
 
 
 def test_tampered_artifact_is_refused_on_load(built, tmp_path):
