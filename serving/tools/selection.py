@@ -9,13 +9,16 @@ variant:
 * **Candidates**: deployable (gate passed), device cpu, not a cascade, with an accuracy and a
   throughput (texts/s at batch 32, measured by the same harness for every variant). Every role
   but stable also needs stable's label table (the gateway serves one).
-* **stable**: the cheapest candidate (highest throughput) whose accuracy beats the TF-IDF baseline
+* **stable**: the cheapest candidate (highest throughput; those within ``SAME_SPEED`` of the fastest
+  count as equally cheap, since one timed run does not separate them, and the most accurate of
+  them wins) whose accuracy beats the TF-IDF baseline
   (``<registry>/_reports/evaluation.json``); without a recorded baseline the rule is skipped (and
   said so). None: :class:`NoServableVariant`, whose message lists every variant with its figures
   and gate, and what to do.
 * **shadow**: the most accurate other candidate (the reference the others are compared with), in a
   deployment of its own with ``progressive: false``.
-* **canary**: the cheapest remaining candidate more accurate than stable, in the router at the base
+* **canary**: the cheapest remaining candidate more accurate than stable by at least ``CANARY_GAIN``
+  (a variant as accurate as stable but slower has nothing to try out), in the router at the base
   config's canary weight (10%): the live drill's canary to roll back.
 * **cascade**: a deployable cascade entry whose two stages are configured or can be added (pinned,
   weight 0), served pinned-only (weight 0, reached with the pin header); preferred: fewest added
@@ -55,6 +58,8 @@ FALLBACK = {
     "canary": {"placement": "router", "threads": 1},
     "shadow": {"placement": "deployment", "replicas": 1, "threads": 1},
 }
+SAME_SPEED = 0.15  # throughputs this close to the fastest (a share of it) are one price
+CANARY_GAIN = 0.005  # half a point of test accuracy over stable
 # Fields that belong to one artifact, not to a role: never copied from the base config's variant.
 ARTIFACT_FIELDS = ("ref", "cascade", "backend", "device", "precision", "faults")
 
@@ -189,9 +194,12 @@ def choose(
         )
     if not above:
         raise _nothing_servable(manifests, baseline, root)
-    stable = min(above, key=lambda m: (-_tput(m), -_acc(m), m.name))
+    fastest = max(_tput(m) for m in above)
+    cheapest = [m for m in above if _tput(m) >= (1 - SAME_SPEED) * fastest]
+    stable = min(cheapest, key=lambda m: (-_acc(m), -_tput(m), m.name))
     what = "candidate" if baseline is None else "candidate above the baseline"
-    lines.append(f"stable: {stable.ref}, the cheapest {what}: {_figures(stable)}")
+    ties = f" (the most accurate of {len(cheapest)} within {SAME_SPEED:.0%} of the fastest)"
+    lines.append(f"stable: {stable.ref}, the cheapest {what}{ties * (len(cheapest) > 1)}: {_figures(stable)}")
     others = [m for m in pool if m.name != stable.name and m.labels == stable.labels]
     shadow = min(others, key=lambda m: (-_acc(m), -_tput(m), m.name), default=None)
     lines.append(
@@ -199,14 +207,15 @@ def choose(
         if shadow
         else "shadow: none (no other candidate)"
     )
-    better = [m for m in others if m is not shadow and _acc(m) > _acc(stable)]
+    better = [m for m in others if m is not shadow and _acc(m) >= _acc(stable) + CANARY_GAIN]
     canary = min(better, key=lambda m: (-_tput(m), -_acc(m), m.name), default=None)
     base_canary, base_shadow, weight = _base_roles(base)
     lines.append(
-        f"canary: {canary.ref} at {weight}%, the cheapest remaining candidate more accurate than stable: "
-        f"{_figures(canary)}"
+        f"canary: {canary.ref} at {weight}%, the cheapest remaining candidate at least {100 * CANARY_GAIN:g} "
+        f"point more accurate than stable: {_figures(canary)}"
         if canary
-        else f"canary: none (no remaining candidate is more accurate than stable's {_acc(stable):.4f}); "
+        else f"canary: none (no remaining candidate is {100 * CANARY_GAIN:g} point more accurate than "
+        f"stable's {_acc(stable):.4f}); "
         "the drill will skip"
     )
     variants: dict[str, Any] = {stable.name: _role_spec(base, base.routing.stable, "stable", stable.ref)}

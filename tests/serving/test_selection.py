@@ -99,8 +99,8 @@ def test_the_cheapest_variant_above_the_baseline_serves_and_every_role_follows_i
     assert str(cfg.registry) == "/registry"
     lines = "\n".join(sel.lines)
     assert (
-        "stable: student-int8@1, the cheapest candidate above the baseline: accuracy 0.8740, 999 texts/s"
-        in lines
+        "stable: student-int8@1, the cheapest candidate above the baseline (the most accurate of 2 within "
+        "15% of the fastest): accuracy 0.8740, 999 texts/s" in lines
     )
     assert "not beaten by tiny@1" in lines and "0.8200" in lines
     gpu = manifest("student-cuda-fp16", 0.874, 9000, ["student@1"], backend="torch").model_copy(
@@ -110,6 +110,20 @@ def test_the_cheapest_variant_above_the_baseline_serves_and_every_role_follows_i
     sel = pick(family(gpu, rejected))
     assert sel.stable.name == "student-int8"  # the GPU variant is faster, but not served on CPU
     assert "left out: student-cuda-fp16@1 (device cuda), student-nokd@1 (gate rejected)" in sel.lines[0]
+
+
+def test_speeds_one_run_cannot_separate_go_to_the_more_accurate_and_a_canary_must_gain():
+    # 10% slower than the fastest, 0.2 point more accurate: the same price, the better answer.
+    sel = pick(family(manifest("student-int8-qat", 0.876, 900, ["student@1", "teacher@1"])))
+    assert sel.stable.name == "student-int8-qat"
+    # 20% slower: dearer, whatever it gains.
+    sel = pick(family(manifest("student-int8-qat", 0.876, 800, ["student@1", "teacher@1"])))
+    assert sel.stable.name == "student-int8"
+    # 0.3 point above stable and cheaper than teacher-int8: too little to be worth a canary.
+    sel = pick(family(manifest("student-big", 0.877, 600, ["teacher@1"])))
+    assert sel.canary.name == "teacher-int8"
+    sel = pick(family(manifest("student-big", 0.880, 600, ["teacher@1"])))
+    assert sel.canary.name == "student-big"
 
 
 def test_without_a_recorded_baseline_the_rule_is_skipped_and_the_printout_says_so():
