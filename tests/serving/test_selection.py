@@ -162,14 +162,19 @@ def test_nothing_above_the_baseline_stops_with_every_variant_and_what_to_do():
     assert "baseline accuracy 0.8200" in msg and "slimgate variants build" in msg
 
 
-def test_a_cascade_on_served_stages_is_pinned_only_and_a_rejected_one_is_reported():
-    cascade = manifest(
+def shadow_cascade() -> Manifest:
+    """A deployable cascade of stable into the shadow (both configured by the rules)."""
+    return manifest(
         "cascade-student-int8-to-teacher-onnx",
         0.88,
         600,
         ["student-int8@1", "teacher-onnx@1"],
         backend="cascade",
     )
+
+
+def test_a_cascade_on_served_stages_is_pinned_only_and_a_rejected_one_is_reported():
+    cascade = shadow_cascade()
     on_canary = manifest(
         "cascade-student-int8-to-teacher-int8",
         0.883,
@@ -265,13 +270,7 @@ def _round_trip(sel, tmp_path: Path):
 
 
 def test_the_derived_config_passes_the_gateways_registry_check_and_reads_back(tmp_path):
-    cascade = manifest(
-        "cascade-student-int8-to-teacher-onnx",
-        0.88,
-        600,
-        ["student-int8@1", "teacher-onnx@1"],
-        backend="cascade",
-    )
+    cascade = shadow_cascade()
     reg = _save(tmp_path / "registry", family(cascade), BASELINE)
     sel = select(reg)
     check_against_registry(sel.config, reg)  # what `slimgate serve` refuses a config for
