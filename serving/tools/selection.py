@@ -1,40 +1,31 @@
 """The demo's gateway config, derived from what the build made deployable: which variant plays which role.
 
-``slimgate demo`` builds a recipe and then serves it; a fixed config would name variants the build
-may have rejected. This module owns the rules that turn the registry's evaluation into a config,
-and the choice of the drill's promotion candidate. Every choice comes with one line saying what was
-chosen and why, with the figures (``Selection.lines``). The rules, on the latest version of each
-variant:
+``slimgate demo`` builds a recipe, then serves it; a fixed config would name variants the build may
+have rejected. This module owns the rules that turn the registry's evaluation into a config, and the
+drill's promotion candidate; each choice comes with a line saying why, with the figures. The rules,
+on the latest version of each variant:
 
-* **Candidates**: deployable (gate passed), device cpu, not a cascade, with an accuracy and a
-  throughput (texts/s at batch 32, measured by the same harness for every variant). Every role
-  but stable also needs stable's label table (the gateway serves one).
-* **stable**: the cheapest candidate (highest throughput; those within ``SAME_SPEED`` of the fastest
-  count as equally cheap, since one timed run does not separate them: the most accurate of them
-  wins, then the one with fewer parents, the simpler build) whose accuracy beats the TF-IDF baseline
-  (``<registry>/_reports/evaluation.json``); without a recorded baseline the rule is skipped (and
-  said so). None: :class:`NoServableVariant`, whose message lists every variant with its figures
-  and gate, and what to do.
-* **shadow**: the most accurate other candidate (the reference the others are compared with), in a
-  deployment of its own with ``progressive: false``.
-* **canary**: the cheapest remaining candidate more accurate than stable by at least ``CANARY_GAIN``
-  (a variant as accurate as stable but slower has nothing to try out), in the router at the base
-  config's canary weight (10%): the live drill's canary to roll back.
-* **cascade**: a deployable cascade entry whose two stages are configured or can be added (pinned,
-  weight 0), served pinned-only (weight 0, reached with the pin header); preferred: fewest added
-  stages, not staged on the canary (the drill removes it), most accurate.
-* **promotion candidate** (the drill's step 2, which replaces the canary by it): a remaining
-  candidate above the baseline with stable's labels and format that the controller's speed gate
-  (:mod:`serving.controller.speed`) will not hold, judged on the offline figures without its
-  tolerance: it descends from no configured variant, or measures at least as fast as each one it
-  descends from. Preferred: a sibling of stable (a parent in common), then one at least as fast as
-  stable, then the fastest.
+* **Candidates**: deployable, device cpu, not a cascade, with accuracy and throughput (texts/s at
+  batch 32, one harness for all); every role but stable needs stable's label table.
+* **Cheapest** (:func:`_cheapest`): throughputs within ``SAME_SPEED`` of the fastest are one price
+  (one timed run does not separate them); of those the smallest artifact, then the most accurate,
+  then the simpler build (fewer parents).
+* **stable**: the cheapest candidate whose accuracy beats the TF-IDF baseline
+  (``<registry>/_reports/evaluation.json``; none recorded: the rule is skipped, and said so). None:
+  :class:`NoServableVariant`, whose message lists every variant's figures and gate, and what to do.
+* **shadow**: the most accurate other candidate (the reference), a deployment with ``progressive: false``.
+* **canary**: the cheapest remaining candidate at least ``CANARY_GAIN`` more accurate than stable
+  (one as accurate but dearer has nothing to try out), in the router at the base config's weight.
+* **cascade**: a deployable cascade whose stages are configured or can be added (pinned, weight 0),
+  served pinned-only; preferred: fewest added stages, not staged on the canary, most accurate.
+* **promotion candidate** (the drill's step 2 replaces the canary by it): a remaining candidate
+  above the baseline with stable's labels and format that the speed gate
+  (:mod:`serving.controller.speed`) will not hold on the offline figures, without its tolerance.
+  Preferred: a sibling of stable, then one at least as fast as stable, then the fastest.
 * **brownout targets**: what :mod:`serving.brownout_plan` derives from the chosen config, printed.
 
-Any role but stable may be missing; the config simply has no such variant. Every ref is pinned
-(``name@version``): what was chosen is what is served. The base config (``serving/configs/default.yaml``)
-gives everything else: limits, admin, http, admission, slo, rollout, router, the shadow fraction,
-and each role's deployment settings.
+Any role but stable may be missing. Every ref is pinned (``name@version``). The base config
+(``serving/configs/default.yaml``) gives everything else, and each role's deployment settings.
 """
 
 from __future__ import annotations
@@ -81,6 +72,19 @@ class Selection:
     cascade: Manifest | None
     promotion: Manifest | None
     lines: tuple[str, ...]
+
+
+def _cheapest(ms: list[Manifest]) -> tuple[Manifest, str]:
+    """The cheapest of ``ms`` and, where that took more than throughput, why: those within
+    ``SAME_SPEED`` of the fastest are one price, the smallest of them (within as much) the cheaper
+    to host, then the most accurate, then the simpler build (fewer parents)."""
+    fastest = max(_tput(m) for m in ms)
+    quick = [m for m in ms if _tput(m) >= (1 - SAME_SPEED) * fastest]
+    least = min(m.size_bytes for m in quick)
+    small = [m for m in quick if m.size_bytes <= (1 + SAME_SPEED) * least]
+    best = min(small, key=lambda m: (-_acc(m), len(m.parents), -_tput(m), m.name))
+    why = f" ({len(quick)} within {SAME_SPEED:.0%} of the fastest: the smallest, then the most accurate)"
+    return best, why * (len(quick) > 1)
 
 
 def _acc(m: Manifest) -> float:
@@ -196,12 +200,9 @@ def choose(
         )
     if not above:
         raise _nothing_servable(manifests, baseline, root)
-    fastest = max(_tput(m) for m in above)
-    cheapest = [m for m in above if _tput(m) >= (1 - SAME_SPEED) * fastest]
-    stable = min(cheapest, key=lambda m: (-_acc(m), len(m.parents), -_tput(m), m.name))
+    stable, why = _cheapest(above)
     what = "candidate" if baseline is None else "candidate above the baseline"
-    ties = f" (the most accurate of {len(cheapest)} within {SAME_SPEED:.0%} of the fastest)"
-    lines.append(f"stable: {stable.ref}, the cheapest {what}{ties * (len(cheapest) > 1)}: {_figures(stable)}")
+    lines.append(f"stable: {stable.ref}, the cheapest {what}{why}: {_figures(stable)}")
     others = [m for m in pool if m.name != stable.name and m.labels == stable.labels]
     shadow = min(others, key=lambda m: (-_acc(m), -_tput(m), m.name), default=None)
     lines.append(
@@ -210,11 +211,11 @@ def choose(
         else "shadow: none (no other candidate)"
     )
     better = [m for m in others if m is not shadow and _acc(m) >= _acc(stable) + CANARY_GAIN]
-    canary = min(better, key=lambda m: (-_tput(m), -_acc(m), m.name), default=None)
+    canary, why = _cheapest(better) if better else (None, "")
     base_canary, base_shadow, weight = _base_roles(base)
     lines.append(
         f"canary: {canary.ref} at {weight}%, the cheapest remaining candidate at least {100 * CANARY_GAIN:g} "
-        f"point more accurate than stable: {_figures(canary)}"
+        f"point more accurate than stable{why}: {_figures(canary)}"
         if canary
         else f"canary: none (no remaining candidate is {100 * CANARY_GAIN:g} point more accurate than "
         f"stable's {_acc(stable):.4f}); "

@@ -99,8 +99,8 @@ def test_the_cheapest_variant_above_the_baseline_serves_and_every_role_follows_i
     assert str(cfg.registry) == "/registry"
     lines = "\n".join(sel.lines)
     assert (
-        "stable: student-int8@1, the cheapest candidate above the baseline (the most accurate of 2 within "
-        "20% of the fastest): accuracy 0.8740, 999 texts/s" in lines
+        "stable: student-int8@1, the cheapest candidate above the baseline (2 within 20% of the fastest: the "
+        "smallest, then the most accurate): accuracy 0.8740, 999 texts/s" in lines
     )
     assert "not beaten by tiny@1" in lines and "0.8200" in lines
     gpu = manifest("student-cuda-fp16", 0.874, 9000, ["student@1"], backend="torch").model_copy(
@@ -391,3 +391,30 @@ def test_on_the_readmes_default_build_figures_the_rules_choose_the_bundled_confi
     assert sel.config.routing.stable == bundled.routing.stable == "student-int8"
     assert sel.config.routing.weights == bundled.routing.weights
     assert sel.config.shadow.variants == bundled.shadow.variants == ["teacher-onnx"]
+
+
+def test_where_int8_buys_little_speed_the_smaller_of_the_equally_fast_serves():
+    from variants.registry import FileEntry
+
+    quick = {  # accuracy, texts/s, MB, parents: the quick build on a CPU without VNNI (README)
+        "teacher": (0.8493, 79, 86.6, ()),
+        "teacher-onnx": (0.8493, 83, 86.7, ["teacher@1"]),
+        "teacher-int8": (0.8450, 78, 22.3, ["teacher-onnx@1"]),
+        "student": (0.8340, 207, 59.5, ["teacher@1"]),
+        "student-int8": (0.8297, 236, 15.3, ["student@1"]),
+        "student-int8-static": (0.8303, 222, 49.5, ["student@1"]),
+        "student-int8-qat": (0.8327, 240, 15.3, ["student@1", "teacher@1"]),
+    }
+    ms = [
+        manifest(n, a, t, p).model_copy(
+            update={"files": {"model": FileEntry(sha256="0", bytes=int(mb * 2**20))}}
+        )
+        for n, (a, t, mb, p) in quick.items()
+    ]
+    sel = pick(ms, baseline=0.8090)
+    # All four students are one price by speed; the fp32 one is four times the size.
+    assert sel.stable.name == "student-int8-qat"
+    assert "4 within 20% of the fastest: the smallest, then the most accurate" in "\n".join(sel.lines)
+    # The fp32 teacher is as fast as its int8 twin here, and four times the size.
+    assert sel.canary.name == "teacher-int8" and sel.shadow.name == "teacher-onnx"
+    assert sel.promotion is not None and sel.promotion.name == "student-int8"
