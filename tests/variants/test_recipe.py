@@ -58,3 +58,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
     top.write_text("- 1\n- 2\n")
     with pytest.raises(RecipeError, match="top level must be a mapping"):
         load_recipe(top)
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "where"),
+    [
+        ({"gate": {"confidence": 0.3}}, "0.5", "gate.confidence"),
+        ({"gate": {"confidence": 1.0}}, "less than 1", "gate.confidence"),
+        ({"cascade": {"min_speedup": -1}}, "greater than or equal to 0", "cascade.min_speedup"),
+        ({"teacher": {"head_learning_rate": 0}}, "greater than 0", "teacher.head_learning_rate"),
+        ({"student": {"head_learning_rate": 1e-3}}, "unknown field", "student.head_learning_rate"),
+    ],
+)
+def test_the_gate_cost_and_head_rate_fields_refuse_bad_values_by_name(section, value, where):
+    with pytest.raises(RecipeError, match=rf"{where}: .*{value}"):
+        parse_recipe(section)
