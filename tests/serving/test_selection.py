@@ -173,15 +173,20 @@ def shadow_cascade() -> Manifest:
     )
 
 
-def test_a_cascade_on_served_stages_is_pinned_only_and_a_rejected_one_is_reported():
-    cascade = shadow_cascade()
-    on_canary = manifest(
+def canary_cascade() -> Manifest:
+    """A deployable cascade of stable into the canary (the drill removes it with the canary)."""
+    return manifest(
         "cascade-student-int8-to-teacher-int8",
         0.883,
         700,
         ["student-int8@1", "teacher-int8@1"],
         backend="cascade",
     )
+
+
+def test_a_cascade_on_served_stages_is_pinned_only_and_a_rejected_one_is_reported():
+    cascade = shadow_cascade()
+    on_canary = canary_cascade()
     sel = pick(family(cascade, on_canary))
     # Both need no stage added; the one staged on the canary would vanish with it in the drill.
     assert sel.cascade.name == cascade.name
@@ -234,13 +239,7 @@ def test_the_promotion_candidate_is_one_the_speed_gate_will_not_hold_a_sibling_o
 
 
 def test_the_drills_swap_removes_the_canary_and_the_cascades_staged_on_it():
-    on_canary = manifest(
-        "cascade-student-int8-to-teacher-int8",
-        0.883,
-        700,
-        ["student-int8@1", "teacher-int8@1"],
-        backend="cascade",
-    )
+    on_canary = canary_cascade()
     cfg = pick(family(on_canary)).config
     assert on_canary.name in cfg.variants  # the only cascade: served though staged on the canary
     after = cfg.with_changes(
