@@ -425,6 +425,16 @@ def test_nothing_of_the_gateway_listens_beyond_loopback(gateway):
     assert public == []
 
 
+def same_answers(got: list[dict], want: list[dict]) -> bool:
+    def labels(outputs):
+        return [(o["label"], [t["label"] for t in o["top_k"]]) for o in outputs]
+
+    def probabilities(outputs):
+        return [p for o in outputs for p in [o["probability"], *(t["probability"] for t in o["top_k"])]]
+
+    return labels(got) == labels(want) and probabilities(got) == pytest.approx(probabilities(want), rel=1e-5)
+
+
 def test_overload_is_shed_fast_and_every_admitted_request_is_answered(gateway):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -456,7 +466,12 @@ def test_overload_is_shed_fast_and_every_admitted_request_is_answered(gateway):
     for r, seconds in shed:
         assert r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "overloaded"
         assert seconds < 0.3  # refused at once, not after waiting behind the admitted ones
-    assert all(r.json()["outputs"] == reference for r, _ in served)  # admitted = answered correctly
+    # Admitted = answered by the stable model: the same labels, and probabilities equal up to float
+    # rounding (under load the coalescer batches the copies of the text, and on some CPUs a batch
+    # runs through other kernels than one text does: a CI machine with AVX-512 answered a copy
+    # differently, though copies share the dynamic int8 scale, so only rounding can differ there).
+    for r, _ in served:
+        assert same_answers(r.json()["outputs"], reference)
 
 
 def test_the_inference_protocol_over_grpc_with_tritonclient_at_its_defaults(gateway):
