@@ -14,7 +14,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
-from variants.dataset import LABELS, Dataset, load_dataset
+from variants.dataset import Dataset, load_dataset
 
 
 def tfidf_logreg_baseline(
@@ -41,7 +41,7 @@ def tfidf_logreg_baseline(
     model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
     model.fit(x_train, dataset.train.label_ids)
 
-    label_ids = list(range(len(LABELS)))
+    label_ids = list(range(len(dataset.labels)))
     result: dict[str, Any] = {
         "model": "tfidf(1-2gram)+logreg",
         "max_features": max_features,
@@ -53,7 +53,7 @@ def tfidf_logreg_baseline(
         predicted = model.predict(vectorizer.transform(split.texts))
         prefix = "validation_" if split is dataset.validation else ""
         result[f"{prefix}accuracy"] = float(accuracy_score(split.label_ids, predicted))
-        # Macro over all 26 labels, so a class the model never predicts counts as F1 = 0.
+        # Macro over every label of the table, so a class the model never predicts counts as F1 = 0.
         result[f"{prefix}macro_f1"] = float(
             f1_score(split.label_ids, predicted, labels=label_ids, average="macro", zero_division=0)
         )

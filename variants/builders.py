@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from variants.dataset import LABELS, Dataset
+from variants.dataset import Dataset
 from variants.recipe import Recipe
 from variants.registry import Manifest, Registry
 from variants.tokenization import TOKENIZER_FILE, TextEncoder
@@ -30,7 +30,7 @@ class BuildContext:
 
     @property
     def labels(self) -> list[str]:
-        return list(LABELS)
+        return list(self.dataset.labels)
 
     def encoder(self, folder: Path) -> TextEncoder:
         return TextEncoder.from_folder(folder, self.recipe.data.max_length)

@@ -103,6 +103,7 @@ def _log_to_stderr(quiet: bool) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from variants.assessment import assess
+    from variants.data_sources import summary
     from variants.pipeline import build
     from variants.recipe import load_recipe
 
@@ -110,6 +111,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     reg = _registry(args)
     _log_to_stderr(args.quiet)
     ctx, outcomes = build(recipe, reg, progress=not args.quiet, force=frozenset(args.force))
+    print("\ndata:")
+    for line in summary(ctx.dataset):
+        print(f"  {line}")
     print("\nbuild:")
     for o in outcomes:
         detail = o.ref or ""
@@ -144,16 +148,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from variants.assessment import assess
-    from variants.dataset import load_dataset
+    from variants.data_sources import load_data
     from variants.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     reg = _registry(args)
-    ds = load_dataset(
-        validation_fraction=recipe.data.validation_fraction,
-        test_fraction=recipe.data.test_fraction,
-        seed=recipe.data.seed,
-    )
+    ds = load_data(recipe)
     manifests = assess(
         reg,
         reg.latest(),

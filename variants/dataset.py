@@ -1,7 +1,9 @@
-"""Loads the shipped WordNet noun snapshot and splits it into train/validation/test.
+"""The labelled examples every build reads, and the bundled reference task: WordNet nouns.
 
-Owns the canonical label order (``LABELS``), the snapshot location, the record validation and
-the headword-grouped, seed-stable split assignment that every other module relies on.
+Owns :class:`Dataset` (three splits and their label table, whatever the source) and the
+reference data set: the shipped WordNet noun snapshot, its label table (``LABELS``), its record
+validation and its headword-grouped, seed-stable split. The user's own data sources are read and
+split by :mod:`variants.data_sources` into the same :class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import random
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -55,23 +57,26 @@ SNAPSHOT_PATH: Path = Path(__file__).resolve().parent / "data" / "wordnet_nouns.
 VERB_GLOSSES_PATH: Path = Path(__file__).resolve().parent / "data" / "wordnet_verb_glosses.jsonl.gz"
 
 _LABEL_INDEX = {label: i for i, label in enumerate(LABELS)}
+WORDNET_SOURCE = {"source": "bundled WordNet 3.0 noun snapshot", "splits": "grouped by headword"}
 _REQUIRED_KEYS = ("offset", "label", "words", "text")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One synset as a classification example; ``headword`` is the lower-cased first lemma."""
+    """One labelled text. Examples sharing a ``group`` stay in one split (WordNet: the lower-cased
+    first lemma); ``id`` orders a split and names the example (WordNet: the synset's offset)."""
 
     text: str
     label: str
-    headword: str
-    offset: str
+    group: str
+    id: str
 
 
 @dataclass(frozen=True)
 class Split:
     name: str
     examples: tuple[Example, ...]
+    label_names: tuple[str, ...] = LABELS
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -86,14 +91,15 @@ class Split:
 
     @property
     def label_ids(self) -> list[int]:
-        return [_LABEL_INDEX[e.label] for e in self.examples]
+        index = {label: i for i, label in enumerate(self.label_names)}
+        return [index[e.label] for e in self.examples]
 
     @cached_property
     def content_hash(self) -> str:
         """sha256 of one compact JSON array per example, in order; the split name is excluded."""
         digest = hashlib.sha256()
         for e in self.examples:
-            row = [e.offset, e.label, e.headword, e.text]
+            row = [e.id, e.label, e.group, e.text]
             digest.update(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode())
             digest.update(b"\n")
         return digest.hexdigest()
@@ -105,7 +111,7 @@ class Split:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         keep = sorted(random.Random(seed).sample(range(len(self.examples)), n))
-        return Split(self.name, tuple(self.examples[i] for i in keep))
+        return Split(self.name, tuple(self.examples[i] for i in keep), self.label_names)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,13 @@ class Dataset:
     train: Split
     validation: Split
     test: Split
+    # Where the data came from and how it was split, for manifests and the build output.
+    info: dict[str, Any] = field(default_factory=lambda: dict(WORDNET_SOURCE), compare=False)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The label table: class i of every variant built from this data is labels[i]."""
+        return self.train.label_names
 
     def hashes(self) -> dict[str, str]:
         return {s.name: s.content_hash for s in (self.train, self.validation, self.test)}
@@ -172,9 +185,9 @@ def _check_fractions(validation_fraction: float, test_fraction: float) -> None:
         )
 
 
-def _bucket(seed: int, headword: str) -> float:
-    """Uniform [0, 1) position of a headword; depends only on (seed, headword), never on the rest."""
-    digest = hashlib.sha256(f"{seed}\x00{headword}".encode()).digest()
+def bucket(seed: int, group: str) -> float:
+    """Uniform [0, 1) position of a group; depends only on (seed, group), never on the rest."""
+    digest = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -197,7 +210,7 @@ def make_splits(
         if label not in _LABEL_INDEX:
             raise ValueError(f"record {record['offset']}: unknown label {label!r}")
         headword = str(record["words"][0]).lower()
-        position = _bucket(seed, headword)
+        position = bucket(seed, headword)
         if position < test_fraction:
             name = "test"
         elif position < test_fraction + validation_fraction:

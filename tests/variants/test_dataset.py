@@ -63,7 +63,7 @@ def test_no_headword_in_two_splits(dataset: Dataset) -> None:
     seen: dict[str, str] = {}
     for split in (dataset.train, dataset.validation, dataset.test):
         for example in split.examples:
-            assert seen.setdefault(example.headword, split.name) == split.name
+            assert seen.setdefault(example.group, split.name) == split.name
     total = len(dataset.train) + len(dataset.validation) + len(dataset.test)
     assert 0.08 < len(dataset.test) / total < 0.12
     assert 0.08 < len(dataset.validation) / total < 0.12
@@ -84,7 +84,7 @@ def test_splits_are_deterministic(records: list[dict], dataset: Dataset) -> None
 
 def test_hash_changes_only_for_the_edited_split(records: list[dict], dataset: Dataset) -> None:
     edited = copy.deepcopy(records)
-    target = dataset.test.examples[0].offset
+    target = dataset.test.examples[0].id
     for record in edited:
         if record["offset"] == target:
             record["text"] += " (edited)"
@@ -99,9 +99,9 @@ def test_assignment_is_independent_of_other_records(records: list[dict]) -> None
     subset = records[::7]
     small = make_splits(subset)
     full = make_splits(records)
-    full_split = {e.offset: s.name for s in (full.train, full.validation, full.test) for e in s.examples}
+    full_split = {e.id: s.name for s in (full.train, full.validation, full.test) for e in s.examples}
     for split in (small.train, small.validation, small.test):
-        assert all(full_split[e.offset] == split.name for e in split.examples)
+        assert all(full_split[e.id] == split.name for e in split.examples)
 
 
 @pytest.mark.parametrize(
@@ -128,8 +128,8 @@ def test_subsample_is_deterministic(dataset: Dataset) -> None:
     a, b = split.subsample(100, seed=3), split.subsample(100, seed=3)
     assert len(a) == 100 and a == b and a.content_hash == b.content_hash
     assert split.subsample(100, seed=4).content_hash != a.content_hash
-    position = {e.offset: i for i, e in enumerate(split.examples)}
-    assert [position[e.offset] for e in a.examples] == sorted(position[e.offset] for e in a.examples)
+    position = {e.id: i for i, e in enumerate(split.examples)}
+    assert [position[e.id] for e in a.examples] == sorted(position[e.id] for e in a.examples)
     assert split.subsample(None, seed=0) is split
     assert split.subsample(len(split) + 5, seed=0) is split
     with pytest.raises(ValueError):

@@ -1,0 +1,89 @@
+"""The recipe's ``data`` section: the data set a build reads and how it is split (a part of
+:mod:`variants.recipe`, which re-exports it; kept apart only for size)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class DataSource(BaseModel):
+    """The user's labelled texts: one file or folder with every row, or one file per split."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = Field(
+        None,
+        description="A CSV, TSV, JSON Lines or Parquet file, or a folder written by datasets' "
+        "save_to_disk (a Dataset, or a DatasetDict whose splits are kept); relative to the recipe file.",
+    )
+    train: str | None = Field(None, description="The training rows, when each split has its own file.")
+    validation: str | None = Field(None, description="The validation rows (with train and test).")
+    test: str | None = Field(None, description="The test rows (with train and validation).")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "datasets"] = Field(
+        "auto", description="auto = from the file's suffix (.csv .tsv .jsonl .parquet) or a folder."
+    )
+    text_column: str = Field("text", description="The column holding each text.")
+    label_column: str = Field("label", description="The column holding each label.")
+    group_column: str | None = Field(
+        None,
+        description="Rows sharing this column's value stay in one split (say, one document's sentences); "
+        "null = rows are grouped by their text, so copies of a text never straddle splits.",
+    )
+    split_column: str | None = Field(
+        None, description="A column saying each row's split (train, validation, test; val, dev accepted)."
+    )
+    labels: list[str] | None = Field(
+        None, description="The label table in class order; null = the data's labels, sorted."
+    )
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DataSource:
+        per_split = [self.train, self.validation, self.test]
+        if self.path is not None and any(f is not None for f in per_split):
+            raise ValueError("give either path or train/validation/test files, not both")
+        if self.path is None and not all(f is not None for f in per_split):
+            raise ValueError("give path, or all three of train, validation and test")
+        if self.split_column is not None and self.path is None:
+            raise ValueError("split_column is for one file holding every split (path)")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels lists a label twice")
+        return self
+
+
+class DataConfig(BaseModel):
+    """Where the texts come from and how they are split and tokenized."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: DataSource | None = Field(
+        None, description="The user's data; null = the bundled WordNet noun snapshot (the reference task)."
+    )
+    validation_fraction: Fraction = Field(
+        0.1, description="Share of groups (WordNet: headwords) held out for validation, when slimgate splits."
+    )
+    test_fraction: Fraction = Field(
+        0.1, description="Share of groups (WordNet: headwords) held out for test, when slimgate splits."
+    )
+    seed: int = Field(0, description="Seed of the group-to-split assignment.")
+    max_length: Annotated[int, Field(ge=8, le=512)] = Field(
+        64, description="Token limit per text; longer glosses are truncated (same for every variant)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_source(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The bundled data hashes as it did before sources existed, so registries built on it
+        # keep their builds (each step's inputs key hashes this section).
+        out = handler(self)
+        if out.get("source", ...) is None:
+            del out["source"]
+        return out
