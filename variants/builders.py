@@ -45,9 +45,20 @@ def _train_split(ctx: BuildContext, n: int | None, seed: int):
 
 
 def build_teacher(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    from variants.checkpoints import checkpoint_dir, load_checkpoint
     from variants.training import base_tokenizer_file, load_base_classifier, save_classifier, train
 
     cfg = ctx.recipe.teacher
+    folder = checkpoint_dir(ctx.recipe)
+    if folder is not None:  # the user's fine-tuned classifier, as it is
+        model = load_checkpoint(folder, tuple(ctx.labels))
+        save_classifier(model, base_tokenizer_file(str(folder)), out)
+        return {
+            "backend": "torch",
+            "format": "safetensors",
+            "precision": "fp32",
+            "build": {"checkpoint": str(folder), "architecture": type(model).__name__, "trained": False},
+        }
     tok_file = base_tokenizer_file(cfg.model)
     model = load_base_classifier(cfg.model, ctx.labels, cfg.seed)
     split = _train_split(ctx, cfg.train_examples, cfg.seed)

@@ -165,11 +165,18 @@ def summary(ds: Dataset) -> list[str]:
 
 
 def load_data(recipe: Recipe) -> Dataset:
-    """The data a recipe builds from: its source, or the bundled WordNet task when it names none."""
+    """The data a recipe builds from: its source, or the bundled WordNet task when it names none;
+    with a fine-tuned teacher, its label table is in the teacher's class order."""
     if recipe.data.source is None:
-        return load_dataset(
+        ds = load_dataset(
             validation_fraction=recipe.data.validation_fraction,
             test_fraction=recipe.data.test_fraction,
             seed=recipe.data.seed,
         )
-    return load_source(recipe.data, recipe.base_dir)
+    else:
+        ds = load_source(recipe.data, recipe.base_dir)
+    if recipe.teacher.checkpoint is not None:
+        from variants.checkpoints import label_table
+
+        ds = ds.relabelled(label_table(recipe, ds.labels))
+    return ds

@@ -127,6 +127,15 @@ class Dataset:
         """The label table: class i of every variant built from this data is labels[i]."""
         return self.train.label_names
 
+    def relabelled(self, order: tuple[str, ...]) -> Dataset:
+        """The same examples with the label table in ``order`` (a fine-tuned teacher's classes)."""
+        if sorted(order) != sorted(self.labels):
+            raise ValueError(f"label order {list(order)} is not a permutation of {list(self.labels)}")
+        train, validation, test = (
+            Split(s.name, s.examples, tuple(order)) for s in (self.train, self.validation, self.test)
+        )
+        return Dataset(train, validation, test, info={**self.info, "label_order": "the teacher checkpoint's"})
+
     def hashes(self) -> dict[str, str]:
         return {s.name: s.content_hash for s in (self.train, self.validation, self.test)}
 

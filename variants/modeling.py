@@ -32,6 +32,16 @@ def _encoder_from(config: PretrainedConfig) -> nn.Module:
         return AutoModel.from_config(config)
 
 
+def classifier_from_config(config: PretrainedConfig) -> nn.Module:
+    """A fresh model of ``config``'s shape: slimgate's pooled classifier when the config says its
+    pooling, else the architecture's own sequence classifier (its head and pooling, as fine-tuned)."""
+    if hasattr(config, POOLING_KEY):
+        return TextClassifier(config)
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_config(config)
+
+
 class TextClassifier(nn.Module):
     def __init__(self, config: PretrainedConfig, encoder: nn.Module | None = None) -> None:
         super().__init__()

@@ -35,7 +35,7 @@ from variants.cascade_step import build_cascade, cascade_inputs, cascade_key, pa
 from variants.cuda_cast import cuda_cast_builder, cuda_unavailable_reason
 from variants.data_sources import load_data
 from variants.dataset import Dataset
-from variants.provenance import code_version, library_versions, teacher_fingerprint
+from variants.provenance import code_version, library_versions, teacher_identity
 from variants.recipe import Recipe, section_dict
 from variants.registry import Registry, sha256_json
 
@@ -175,9 +175,7 @@ def inputs_key(step: Step, ctx: BuildContext) -> str:
             "parents": parents,
             "labels": ctx.labels,
             "train": ctx.dataset.hashes()["train"] if step.uses_train_data else None,
-            "teacher": teacher_fingerprint(ctx.recipe.teacher.model)["sha256"]
-            if step.name == "teacher"
-            else None,
+            "teacher": teacher_identity(ctx.recipe)["sha256"] if step.name == "teacher" else None,
         }
     )
 
@@ -234,7 +232,7 @@ def build(
     ctx = BuildContext(recipe=recipe, registry=registry, dataset=ds, progress=progress)
     outcomes: list[StepOutcome] = []
     common = {
-        "teacher": teacher_fingerprint(recipe.teacher.model),
+        "teacher": teacher_identity(recipe),
         "code_version": code_version(),
         "library_versions": library_versions(),
     }

@@ -11,6 +11,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from variants.recipe import Recipe
 from variants.registry import sha256_file
 
 
@@ -40,6 +41,16 @@ def library_versions() -> dict[str, str]:
         if _installed(dist):
             out[dist] = metadata.version(dist)
     return out
+
+
+def teacher_identity(recipe: Recipe) -> dict[str, str]:
+    """What the teacher step starts from: the fine-tuned checkpoint's files, or the base model's."""
+    from variants.checkpoints import checkpoint_dir, fingerprint
+
+    folder = checkpoint_dir(recipe)
+    if folder is not None:
+        return {"checkpoint": str(folder), "sha256": fingerprint(folder)}
+    return teacher_fingerprint(recipe.teacher.model)
 
 
 def teacher_fingerprint(model: str) -> dict[str, str]:

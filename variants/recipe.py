@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -23,7 +22,7 @@ from pydantic import (
 )
 
 # The data section lives in its own module for size; it is part of this schema.
-from variants.recipe_data import DataConfig, Fraction
+from variants.recipe_data import DataConfig, Fraction, RecipeSection
 from variants.recipe_data import DataSource as DataSource
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -34,14 +33,10 @@ class RecipeError(ValueError):
     """A recipe file that cannot be used; the message names the field and what is allowed."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class TrainConfig(_Section):
+class TrainConfig(RecipeSection):
     train_examples: PositiveInt | None = Field(
         None, description="Training examples drawn (deterministically) from the train split; null = all."
     )
@@ -68,9 +63,28 @@ class TeacherConfig(TrainConfig):
             "Face model directory, or a hub id where a hub is reachable."
         ),
     )
+    checkpoint: str | None = Field(
+        None,
+        description="A fine-tuned sequence classifier of your own, used as it is (no training; model and "
+        "the training fields are then unused): a local Hugging Face folder with config.json (its id2label), "
+        "safetensors weights and its tokenizer; relative to the recipe file.",
+    )
+    label_map: dict[str, str] | None = Field(
+        None,
+        description="The checkpoint's label names (id2label) -> the data's labels, where they differ "
+        "(say LABEL_0 -> negative); names not listed must equal a data label.",
+    )
+
+    absent_when_none = ("checkpoint", "label_map")
+
+    @model_validator(mode="after")
+    def _map_needs_checkpoint(self) -> TeacherConfig:
+        if self.label_map is not None and self.checkpoint is None:
+            raise ValueError("label_map maps a checkpoint's labels; set teacher.checkpoint")
+        return self
 
 
-class DistillationConfig(_Section):
+class DistillationConfig(RecipeSection):
     temperature: Annotated[float, Field(gt=0)] = Field(2.0, description="Softmax temperature of the KL term.")
     kd_weight: Annotated[float, Field(ge=0)] = Field(
         0.8, description="Weight of the temperature-softened KL."
@@ -104,11 +118,11 @@ class StudentConfig(TrainConfig):
         return v
 
 
-class DynamicQuantConfig(_Section):
+class DynamicQuantConfig(RecipeSection):
     per_channel: bool = Field(False, description="Per-channel weight scales (slower on some CPUs).")
 
 
-class StaticQuantConfig(_Section):
+class StaticQuantConfig(RecipeSection):
     calibration_examples: PositiveInt = Field(
         256, description="Size of the calibration sample drawn from the training split."
     )
@@ -124,13 +138,13 @@ class QatConfig(TrainConfig):
     epochs: Annotated[float, Field(gt=0)] = Field(0.5, description="Passes over the drawn examples.")
 
 
-class QuantizationConfig(_Section):
+class QuantizationConfig(RecipeSection):
     dynamic: DynamicQuantConfig = Field(default_factory=DynamicQuantConfig)
     static: StaticQuantConfig = Field(default_factory=StaticQuantConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
 
 
-class TensorRTConfig(_Section):
+class TensorRTConfig(RecipeSection):
     enabled: Literal["auto", "off"] = Field(
         "auto", description="'auto' builds engines when a CUDA device and the tensorrt package are present."
     )
@@ -139,7 +153,7 @@ class TensorRTConfig(_Section):
     max_batch_size: PositiveInt = Field(64, description="Largest batch the engine profile accepts.")
 
 
-class CudaConfig(_Section):
+class CudaConfig(RecipeSection):
     enabled: Literal["auto", "off"] = Field(
         "auto",
         description="'auto' builds teacher-cuda-fp16 and student-cuda-fp16 where torch sees a CUDA "
@@ -155,7 +169,7 @@ class CudaConfig(_Section):
     )
 
 
-class EvaluationConfig(_Section):
+class EvaluationConfig(RecipeSection):
     threads: PositiveInt = Field(2, description="Intra-op threads for every backend (same for all).")
     test_examples: PositiveInt | None = Field(None, description="Evaluate on a test subset; null = all.")
     latency_samples: PositiveInt = Field(200, description="Batch-1 requests timed for p50/p99.")
@@ -165,7 +179,7 @@ class EvaluationConfig(_Section):
     ece_bins: PositiveInt = Field(15, description="Bins of the expected calibration error.")
 
 
-class GateConfig(_Section):
+class GateConfig(RecipeSection):
     min_retention: Annotated[float, Field(ge=0, le=1.5)] = Field(
         0.97, description="Accuracy / teacher accuracy below which a variant is rejected."
     )
@@ -177,7 +191,7 @@ class GateConfig(_Section):
     )
 
 
-class CascadeTarget(_Section):
+class CascadeTarget(RecipeSection):
     """What a cascade must reach; exactly one field is set."""
 
     accuracy_margin: Annotated[float, Field(ge=0, le=1)] | None = Field(
@@ -216,7 +230,7 @@ class CascadeTarget(_Section):
         return float(v)
 
 
-class CascadePair(_Section):
+class CascadePair(RecipeSection):
     name: Annotated[str, Field(pattern=r"^cascade-[a-z0-9-]{1,54}$")] | None = Field(
         None,
         description="The registry entry's name; null = 'cascade-<first>-to-<then>'. Name it to calibrate the "
@@ -249,7 +263,7 @@ class CascadePair(_Section):
         return self.name or f"cascade-{self.first}-to-{self.then}"
 
 
-class CascadeConfig(_Section):
+class CascadeConfig(RecipeSection):
     pairs: list[CascadePair] = Field(
         default_factory=list,
         description="Cascades to calibrate; each is built when both its stages are (skipped otherwise).",
@@ -294,7 +308,7 @@ VARIANT_NAMES = (
 )
 
 
-class Recipe(_Section):
+class Recipe(RecipeSection):
     task: str = Field("wordnet-noun-lexname", description="Task name recorded in every manifest.")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)

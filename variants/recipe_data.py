@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,10 +17,28 @@ from pydantic import (
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
-class DataSource(BaseModel):
-    """The user's labelled texts: one file or folder with every row, or one file per split."""
+class RecipeSection(BaseModel):
+    """A recipe section: unknown keys refused, values frozen.
+
+    Fields named in ``absent_when_none`` are left out of the section's dump while they are None:
+    each build step's inputs key hashes the sections it reads, and a field added later must not
+    change the key of a recipe that does not use it (registries keep their builds).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    absent_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        for name in self.absent_when_none:
+            if out.get(name, ...) is None:
+                del out[name]
+        return out
+
+
+class DataSource(RecipeSection):
+    """The user's labelled texts: one file or folder with every row, or one file per split."""
 
     path: str | None = Field(
         None,
@@ -61,10 +79,10 @@ class DataSource(BaseModel):
         return self
 
 
-class DataConfig(BaseModel):
+class DataConfig(RecipeSection):
     """Where the texts come from and how they are split and tokenized."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    absent_when_none = ("source",)
     source: DataSource | None = Field(
         None, description="The user's data; null = the bundled WordNet noun snapshot (the reference task)."
     )
@@ -78,12 +96,3 @@ class DataConfig(BaseModel):
     max_length: Annotated[int, Field(ge=8, le=512)] = Field(
         64, description="Token limit per text; longer glosses are truncated (same for every variant)."
     )
-
-    @model_serializer(mode="wrap")
-    def _without_absent_source(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The bundled data hashes as it did before sources existed, so registries built on it
-        # keep their builds (each step's inputs key hashes this section).
-        out = handler(self)
-        if out.get("source", ...) is None:
-            del out["source"]
-        return out

@@ -16,12 +16,24 @@ from tokenizers import Tokenizer
 TOKENIZER_FILE = "tokenizer.json"
 
 
+def _pad_token(tok: Tokenizer) -> dict:
+    # The tokenizer's own padding token where its file names one (RoBERTa's <pad> is id 1), else
+    # the usual names; padding is always to the batch's longest text.
+    own = tok.padding
+    if own:
+        return {"pad_id": own["pad_id"], "pad_token": own["pad_token"]}
+    for token in ("[PAD]", "<pad>"):
+        pad_id = tok.token_to_id(token)
+        if pad_id is not None:
+            return {"pad_id": pad_id, "pad_token": token}
+    return {"pad_id": 0, "pad_token": "[PAD]"}
+
+
 class TextEncoder:
     def __init__(self, path: Path, max_length: int) -> None:
         tok = Tokenizer.from_file(str(path))
         tok.enable_truncation(max_length=max_length)
-        pad_id = tok.token_to_id("[PAD]")
-        tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+        tok.enable_padding(**_pad_token(tok))
         self._tok = tok
         self.max_length = max_length
 

@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
-from variants.modeling import TextClassifier
+from variants.modeling import TextClassifier, classifier_from_config
 from variants.recipe import DEFAULT_TEACHER, DistillationConfig, TrainConfig
 from variants.tokenization import TOKENIZER_FILE, TextEncoder
 
@@ -64,15 +64,17 @@ def load_base_classifier(model: str, labels: Sequence[str], seed: int = 0) -> Te
     return TextClassifier.from_pretrained_encoder(resolve_base_model(model), list(labels), seed)
 
 
-def make_student(teacher: TextClassifier, layers: Sequence[int]) -> TextClassifier:
-    """A shallower copy of ``teacher`` keeping only ``layers`` (embeddings and head kept)."""
+def make_student(teacher: nn.Module, layers: Sequence[int]) -> nn.Module:
+    """A shallower copy of ``teacher`` keeping only ``layers`` (embeddings and head kept), for
+    slimgate's classifier and for every architecture whose blocks are numbered ``….layer.<i>.``
+    (BERT, MiniLM, RoBERTa, XLM-RoBERTa, DeBERTa-v2/v3, DistilBERT)."""
     n_teacher = teacher.config.num_hidden_layers
     bad = [i for i in layers if i >= n_teacher]
     if bad:
         raise ValueError(f"student.layers {list(layers)}: the teacher has only layers 0..{n_teacher - 1}")
     config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
-    student = TextClassifier(config)
+    config.num_hidden_layers = len(layers)  # DistilBERT's n_layers, through its attribute map
+    student = classifier_from_config(config)
     mapped: dict[str, torch.Tensor] = {}
     for key, value in teacher.state_dict().items():
         if ".layer." in key:

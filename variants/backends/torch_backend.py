@@ -18,14 +18,15 @@ from transformers import AutoConfig
 
 from variants.backends import TORCH_PRECISIONS, BackendUnavailable
 from variants.hardware import cuda_unavailable_reason
-from variants.modeling import TextClassifier
+from variants.modeling import classifier_from_config
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def build_model(folder: Path) -> TextClassifier:
-    """The fp32 CPU model of ``folder`` (weights stored in a lower precision are upcast)."""
-    model = TextClassifier(AutoConfig.from_pretrained(folder))
+def build_model(folder: Path) -> torch.nn.Module:
+    """The fp32 CPU model of ``folder`` (weights stored in a lower precision are upcast): slimgate's
+    pooled classifier, or a Hugging Face sequence classifier (a fine-tuned teacher and its students)."""
+    model = classifier_from_config(AutoConfig.from_pretrained(folder))
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
