@@ -1,4 +1,4 @@
-"""``slimgate variants ...``: build, list, show, eval, lineage, deployable, baseline."""
+"""``slimgate variants ...``: init, build, list, show, eval, lineage, deployable, baseline."""
 
 from __future__ import annotations
 
@@ -32,6 +32,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
+
+    i = vs.add_parser("init", help="write a recipe for your own data (and fine-tuned model) to edit")
+    i.add_argument(
+        "--data", type=Path, required=True, help="CSV, TSV, JSON Lines, Parquet or datasets folder"
+    )
+    i.add_argument("--text-column", default="text")
+    i.add_argument("--label-column", default="label")
+    i.add_argument("--group-column", default=None, help="rows sharing it stay in one split")
+    i.add_argument("--split-column", default=None, help="each row's split, where the data has its own")
+    i.add_argument("--teacher", type=Path, default=None, help="your fine-tuned classifier's folder")
+    i.add_argument(
+        "--base", default=None, help="a base encoder to fine-tune instead (default: all-MiniLM-L6-v2)"
+    )
+    i.add_argument(
+        "--label-map", nargs="*", default=[], metavar="THEIRS=OURS", help="checkpoint label -> data label"
+    )
+    i.add_argument(
+        "--profile", choices=["default", "quick"], default="default", help="quick: a small first build"
+    )
+    i.add_argument("--out", type=Path, default=Path("recipe.yaml"), help="the recipe file to write")
+    i.add_argument("--force", action="store_true", help="overwrite --out")
+    i.set_defaults(func=cmd_init)
 
     e = vs.add_parser("eval", help="(re-)evaluate the latest version of each variant")
     e.add_argument("--recipe", default="default")
@@ -143,6 +165,41 @@ def cmd_build(args: argparse.Namespace) -> int:
     skipped = [(o.name, o.reason or "") for o in outcomes if o.status == "skipped"]
     print()
     _report(reg, manifests, skipped, baseline, str(args.recipe))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from variants.data_sources import load_data, summary
+    from variants.recipe_init import make_recipe, render
+
+    if args.out.exists() and not args.force:
+        raise ValueError(f"{args.out} exists; choose another --out, or --force to replace it")
+    pairs = [item.partition("=") for item in args.label_map]
+    bad = [theirs for theirs, eq, ours in pairs if not eq or not theirs or not ours]
+    if bad:
+        raise ValueError(f"--label-map takes THEIRS=OURS pairs, got {bad}")
+    recipe = make_recipe(
+        args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        group_column=args.group_column,
+        split_column=args.split_column,
+        teacher=args.teacher,
+        base=args.base,
+        label_map={theirs: ours for theirs, _, ours in pairs} or None,
+        profile=args.profile,
+        out_dir=args.out.parent,
+    )
+    header = (
+        f"A slimgate recipe for {args.data.name}, written by `slimgate variants init` from the bundled "
+        f"'{args.profile}' recipe.\nEdit any field; each is described above it. Build with:\n"
+        f"  slimgate variants build --recipe {args.out}"
+    )
+    args.out.write_text(render(recipe, header), encoding="utf-8")
+    print(f"wrote {args.out}")
+    for line in summary(load_data(recipe)):
+        print(f"  {line}")
+    print(f"next: slimgate variants --registry REGISTRY build --recipe {args.out}")
     return 0
 
 
