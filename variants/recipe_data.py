@@ -29,8 +29,11 @@ class RecipeSection(BaseModel):
     absent_when_none: ClassVar[tuple[str, ...]] = ()
 
     @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> Any:
         out = handler(self)
+        # A section set to None where the schema wants one (model_copy does not validate) is None.
+        if not isinstance(out, dict):
+            return out
         for name in self.absent_when_none:
             if out.get(name, ...) is None:
                 del out[name]
