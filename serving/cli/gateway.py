@@ -62,6 +62,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("config", help="gateway config tools")
     cs = c.add_subparsers(dest="config_cmd", required=True)
+    ci = cs.add_parser(
+        "init", help="write a gateway config for a registry's variants (the demo's rules; prints each choice)"
+    )
+    ci.add_argument("--registry", type=Path, required=True, help="built by slimgate variants build")
+    ci.add_argument("--out", type=Path, default=Path("gateway.yaml"), help="the config file to write")
+    ci.add_argument("--force", action="store_true", help="overwrite --out")
+    ci.set_defaults(func=cmd_config_init)
     v = cs.add_parser("validate", help="validate a config (and its variants against the registry)")
     v.add_argument("config", type=Path)
     v.add_argument("--no-registry", action="store_true")
@@ -77,6 +84,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rs.add_argument("config", type=Path)
     rs.add_argument("--no-registry", action="store_true", help="do not pin versions from the registry")
     rs.set_defaults(func=cmd_ray_serve)
+
+
+def cmd_config_init(args: argparse.Namespace) -> int:
+    from serving.tools.selection import select, to_yaml
+    from variants.registry import Registry
+
+    if args.out.exists() and not args.force:
+        raise ValueError(f"{args.out} exists; choose another --out, or --force to replace it")
+    if not args.registry.is_dir():
+        raise ValueError(f"--registry {args.registry}: no such folder (build one: slimgate variants build)")
+    chosen = select(Registry(args.registry))
+    for line in chosen.lines:
+        print(line)
+    args.out.write_text(to_yaml(chosen), encoding="utf-8")
+    print(f"wrote {args.out}; serve it with: slimgate serve {args.out}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

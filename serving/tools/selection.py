@@ -396,5 +396,5 @@ def to_yaml(selection: Selection) -> str:
     """The derived config as YAML for ``slimgate serve``, headed by the lines that chose it."""
     data = selection.config.model_dump(mode="json", exclude_defaults=True, exclude={"admin": {"token"}})
     head = "".join(f"# {line}\n" for line in selection.lines)
-    intro = "# Derived by `slimgate demo` from the registry (rules: serving/tools/selection.py).\n"
+    intro = "# Derived from the registry by slimgate (rules: serving/tools/selection.py).\n"
     return intro + head + yaml.safe_dump(data, sort_keys=False)

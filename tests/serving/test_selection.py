@@ -295,6 +295,25 @@ def test_the_demo_prints_each_choice_and_writes_a_config_slimgate_serve_accepts(
     assert canonical_dict(load_config(path)) == canonical_dict(cfg)
 
 
+def test_config_init_writes_the_same_config_for_any_registry_and_never_overwrites(tmp_path, capsys):
+    from serving.cli import main
+
+    reg = _save(tmp_path / "registry", family(), BASELINE)
+    out = tmp_path / "gateway.yaml"
+    assert main(["config", "init", "--registry", str(reg.root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert all(line in printed for line in select(reg).lines) and f"slimgate serve {out}" in printed
+    assert canonical_dict(load_config(out)) == canonical_dict(select(reg).config)
+    assert main(["config", "validate", str(out)]) == 0
+    assert main(["config", "init", "--registry", str(reg.root), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (
+        main(["config", "init", "--registry", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.yaml")])
+        == 2
+    )
+    assert "no such folder" in capsys.readouterr().err
+
+
 # -- on a tiny build gated by the real factory ---------------------------------------------------
 def tiny_recipe(min_retention: float) -> Recipe:
     """The recipe the shared tiny build (``small_registry``) was made with, gated at this bar."""

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import yaml
 
 from serving.ops.local_prometheus import LocalPrometheus
+from support import poll_until, stop_process
 
 TOKEN = "test-admin-token"
 PORT = 18000
@@ -91,6 +95,58 @@ class Gateway:
 
     def admin(self, path: str):
         return self.client.get(path, headers={"authorization": f"Bearer {TOKEN}"})
+
+
+@contextmanager
+def serving(config: Path, gw: Gateway) -> Iterator[Gateway]:
+    """``slimgate serve config`` in a subprocess, as a user starts it, until the block ends; its
+    log is ``serve.log`` beside the config, and its last lines are shown when it fails to start."""
+    ready = config.parent / "ready"
+    ready.unlink(missing_ok=True)
+    env = {**os.environ, "SLIMGATE_ADMIN_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
+    log_path = config.parent / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving.cli",
+                "serve",
+                str(config),
+                "--metrics-port",
+                str(METRICS_PORT),
+                "--ready-file",
+                str(ready),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def started() -> bool:
+            if ready.exists():
+                return True
+            if proc.poll() is not None:
+                raise AssertionError(f"slimgate serve exited with {proc.returncode}")
+            return False
+
+        try:
+            poll_until(started, timeout_s=240, every_s=0.5, what="the gateway's ready file")
+        except AssertionError as err:
+            proc.kill()
+            raise RuntimeError(f"gateway did not start ({err}):\n{log_path.read_text()[-5000:]}") from None
+        gw.pid = proc.pid
+        try:
+            yield gw
+        finally:
+            gw.client.close()
+            stop_process(proc, signal.SIGTERM, timeout_s=60)
+            subprocess.run(
+                ["ray", "stop", "--force"],
+                capture_output=True,
+                env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+            )
 
 
 TEXT_POOL = [
