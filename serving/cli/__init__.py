@@ -8,6 +8,7 @@ import sys
 from serving.cli import controller as controller_cli
 from serving.cli import gateway as gateway_commands
 from serving.config import ConfigError
+from serving.controller.store import StoreError
 from serving.launcher import run_gateway
 from serving.ray_rest import ControlError
 from serving.tools import report
@@ -89,11 +90,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a command reports as one line and status 2: the user's input or the machine's state, never
+# a bug (which keeps its traceback).
+USER_ERRORS = (RecipeError, RegistryError, ConfigError, ControlError, ReportError, StoreError, ValueError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RecipeError, RegistryError, ConfigError, ControlError, ReportError, ValueError) as err:
+    except (
+        RecipeError,
+        RegistryError,
+        ConfigError,
+        ControlError,
+        ReportError,
+        StoreError,
+        ValueError,
+    ) as err:
         print(f"slimgate: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

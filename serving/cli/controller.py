@@ -61,6 +61,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--state", type=Path, default=default_state_path())
     a.add_argument("--limit", type=int, default=50)
     a.add_argument("--json", action="store_true")
+    a.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the audit log's hash-chained copy line by line, and the database against it",
+    )
     a.set_defaults(func=cmd_audit)
 
 
@@ -132,10 +137,13 @@ def cmd_operate(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from serving.controller.store import StateStore
 
+    if args.verify:
+        return verify_audit(args.state)
     if not args.state.exists():
         print(f"no controller state at {args.state}", file=sys.stderr)
         return 1
-    entries = StateStore(args.state).entries(limit=args.limit)
+    with StateStore(args.state) as store:
+        entries = store.entries(limit=args.limit)
     if args.json:
         from serving.controller.api import entry_json
 
@@ -147,4 +155,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
             f"{at} {e.actor:12s} {e.action:13s} {e.variant:16s} {e.config_revision or '-':12s} "
             f"{dict(e.weights_before)} -> {dict(e.weights_after)}  {e.reason}"
         )
+    return 0
+
+
+def verify_audit(state: Path) -> int:
+    """Every problem of the audit log's copy, by line, and whether the database holds all of it."""
+    from serving.controller.audit_chain import chain_path, verify
+    from serving.controller.store import StateStore, StoreError
+
+    copy = verify(chain_path(state))
+    problems = list(copy.problems)
+    try:
+        with StateStore(state) as store:
+            held = len(store.entries())
+    except StoreError as err:
+        problems.append(str(err))
+    else:
+        if held != len(copy.records):
+            problems.append(f"{state} holds {held} entries, its copy {len(copy.records)}")
+    for line in problems:
+        print(line)
+    if problems:
+        return 1
+    print(f"audit log intact: {len(copy.records)} entries, hash chain unbroken, {state} holds them all")
     return 0

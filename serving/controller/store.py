@@ -7,8 +7,13 @@ append-only audit log of every weight change and why it was made.
 
 Every write is one transaction, so a state and the audit entries that explain it land together
 or not at all. The audit table refuses UPDATE and DELETE with triggers, so no code path (nor a
-stray ``sqlite3`` shell session) can rewrite history; the triggers guard rows, not the file, and
-file permissions guard the rest. The store is safe to share between threads of one process.
+stray ``sqlite3`` shell session) can rewrite history; the triggers guard rows, not the file. The
+file is guarded by its append-only copy (:mod:`.audit_chain`): each entry also goes, in its
+transaction, to a hash-chained JSON-lines file beside it. Opening checks the database's integrity
+and that it holds every entry its copy holds: a corrupt, truncated or lost database is refused
+with a :class:`StoreError` saying what to do, and never silently replaced by an empty one. Every
+SQLite or file error is a one-line :class:`StoreError`. The store is safe to share between
+threads of one process.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.controller.audit_chain import AuditChain, chain_path, verify
 from serving.controller.candidate import CandidateState, Phase
 
 
@@ -73,7 +79,8 @@ BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END;
 
 
 class StoreError(RuntimeError):
-    """The store file cannot be used (a newer schema, or a row this version cannot read)."""
+    """The store cannot be used: a newer schema, a row this version cannot read, a corrupt, lost or
+    unwritable file. The message is one line saying which file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,16 @@ class AuditEntry:
     id: int | None = field(default=None, compare=False)
 
 
+def _record(e: AuditEntry) -> dict[str, Any]:
+    """An entry as the append-only copy stores it (plain JSON)."""
+    return {
+        **asdict(e),
+        "weights_before": dict(e.weights_before),
+        "weights_after": dict(e.weights_after),
+        "signals": dict(e.signals),
+    }
+
+
 def _dump_state(s: CandidateState) -> str:
     return json.dumps({**asdict(s), "phase": s.phase.value}, sort_keys=True)
 
@@ -111,26 +128,71 @@ class StateStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE takes the write lock
-        # up front, so two processes never interleave a read-modify-write).
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         self._lock = threading.RLock()
+        self._pending: list[dict[str, Any]] = []  # the open transaction's entries, for the copy
         try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has store schema {version}; this slimgate reads {SCHEMA_VERSION}"
-                )
-            # WAL lets a CLI read the audit log while the controller writes.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            if version == 1:  # schema 1 had no config revision per entry and no meta table
-                self._db.execute("ALTER TABLE audit ADD COLUMN config_revision TEXT NOT NULL DEFAULT ''")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE takes the write
+            # lock up front, so two processes never interleave a read-modify-write).
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"{self.path}: cannot open the controller state ({err})") from None
+        try:
+            self._open()
+        except sqlite3.Error as err:
+            self._db.close()
+            raise StoreError(
+                f"{self.path}: not a readable controller state ({err}); it was left as it is: restore it "
+                f"from a backup, or move it away to start a new history ({chain_path(self.path)} keeps "
+                "the old audit log)"
+            ) from None
         except BaseException:
             self._db.close()
             raise
+
+    def _open(self) -> None:
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {check}")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has store schema {version}; this slimgate reads {SCHEMA_VERSION}")
+        copy_path = chain_path(self.path)
+        copy = verify(copy_path)
+        if not copy.intact:
+            raise StoreError(
+                f"{copy.problems[0]}; the audit log's copy is broken, so {self.path} was not opened "
+                f"(`slimgate audit --verify --state {self.path}` lists every problem)"
+            )
+        held = self._audit_rows()
+        if len(copy.records) > held:
+            # Checked before anything is written: a lost database is never replaced by an empty one.
+            raise StoreError(
+                f"{self.path} holds {held} audit entries but its append-only copy {copy_path} holds "
+                f"{len(copy.records)}: the database lost history and was left as it is; restore it from "
+                "a backup, or move both files away to start a new history"
+            )
+        # WAL lets a CLI read the audit log while the controller writes.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        if version == 1:  # schema 1 had no config revision per entry and no meta table
+            self._db.execute("ALTER TABLE audit ADD COLUMN config_revision TEXT NOT NULL DEFAULT ''")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._chain = AuditChain(copy_path, copy.last_hash)
+        if len(copy.records) < held:
+            if copy_path.exists():
+                raise StoreError(
+                    f"{copy_path} holds {len(copy.records)} audit entries but {self.path} holds {held}: "
+                    "the append-only copy lost its last entries; restore it from a backup"
+                )
+            # A store from before the copy existed: start the copy with its history.
+            self._chain.append(*(_record(entry) for entry in self.entries()))
+
+    def _audit_rows(self) -> int:
+        has = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'"
+        ).fetchone()
+        return 0 if has is None else int(self._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -145,13 +207,22 @@ class StateStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._pending = []
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    # The copy first: a commit that then fails leaves it one entry ahead, which the
+                    # next open reports; the other order could lose an entry from the copy.
+                    self._chain.append(*self._pending)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                raise  # a row this code should never write: a bug, not the storage
+            except (sqlite3.Error, OSError) as err:
+                raise StoreError(f"{self.path}: cannot write the controller state ({err})") from None
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -199,8 +270,7 @@ class StateStore:
         return frozenset(r[0] for r in rows)
 
     # -- the audit log -------------------------------------------------------------------------
-    @staticmethod
-    def _insert(db: sqlite3.Connection, e: AuditEntry) -> AuditEntry:
+    def _insert(self, db: sqlite3.Connection, e: AuditEntry) -> AuditEntry:
         cur = db.execute(
             "INSERT INTO audit (at, actor, action, variant, revision, weights_before, weights_after, "
             "signals, reason, config_revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -217,7 +287,9 @@ class StateStore:
                 e.config_revision,
             ),
         )
-        return AuditEntry(**{**asdict(e), "id": cur.lastrowid})
+        stored = AuditEntry(**{**asdict(e), "id": cur.lastrowid})
+        self._pending.append(_record(stored))
+        return stored
 
     def append(
         self,

@@ -197,3 +197,86 @@ def test_schema_1_store_is_upgraded_in_place_and_keeps_its_audit(tmp_path):
         store.see_config("abc123", {"base": 100}, [entry(2.0, config_revision="abc123")])
         assert store.seen_config() == ("abc123", {"base": 100})
         assert [e.config_revision for e in store.entries()] == ["", "abc123"]
+
+
+# -- the state is never lost silently --------------------------------------------------------------
+def history(db_path: Path, n: int = 3) -> None:
+    with StateStore(db_path) as s:
+        for i in range(n):
+            s.append(**args(entry(float(i))))
+
+
+def test_every_entry_also_lands_in_the_hash_chained_copy_with_its_transaction(store, db_path):
+    from serving.controller.audit_chain import chain_path, verify
+
+    store.save(candidate(), [entry(1.0), entry(2.0)])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.save(candidate(), [entry(3.0), entry(4.0, reason=None)])  # rolled back: not in the copy
+    store.append(**args(entry(5.0)))
+    copy = verify(chain_path(db_path))
+    assert copy.intact and [r["at"] for r in copy.records] == [1.0, 2.0, 5.0]
+    assert [r["id"] for r in copy.records] == [e.id for e in store.entries()]
+
+
+def test_a_database_truncated_to_nothing_is_refused_not_replaced_by_an_empty_one(db_path, capsys):
+    from serving.cli import main
+
+    history(db_path)
+    db_path.write_bytes(b"")
+    with pytest.raises(StoreError, match="lost history"):
+        StateStore(db_path)
+    assert db_path.stat().st_size == 0  # left as it is
+    assert main(["audit", "--state", str(db_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lost history" in err and "Traceback" not in err
+    assert main(["audit", "--verify", "--state", str(db_path)]) == 1
+
+
+def test_a_database_cut_short_is_refused_naming_the_file(db_path):
+    history(db_path, 40)
+    size = db_path.stat().st_size
+    with db_path.open("r+b") as fh:
+        fh.truncate(size // 2)
+    with pytest.raises(StoreError, match="not a readable controller state") as err:
+        StateStore(db_path)
+    assert str(db_path) in str(err.value) and "backup" in str(err.value)
+
+
+def test_an_edited_or_cut_copy_is_found_at_its_line(db_path, capsys):
+    from serving.cli import main
+    from serving.controller.audit_chain import chain_path
+
+    history(db_path, 3)
+    assert main(["audit", "--verify", "--state", str(db_path)]) == 0
+    assert "intact: 3 entries" in capsys.readouterr().out
+    copy = chain_path(db_path)
+    lines = copy.read_text().splitlines(keepends=True)
+
+    copy.write_text(lines[0] + lines[1].replace("controller", "someone else") + lines[2])
+    with pytest.raises(StoreError, match=r"audit.jsonl:2: .*edited"):
+        StateStore(db_path)
+    assert main(["audit", "--verify", "--state", str(db_path)]) == 1
+    assert "audit.jsonl:2" in capsys.readouterr().out
+
+    copy.write_text(lines[0] + lines[2])
+    with pytest.raises(StoreError, match=r"audit.jsonl:2: .*removed"):
+        StateStore(db_path)
+
+    copy.write_text(lines[0] + lines[1])  # the last line gone: the chain holds, the database disagrees
+    with pytest.raises(StoreError, match="lost its last entries"):
+        StateStore(db_path)
+
+    copy.write_text("".join(lines))
+    with StateStore(db_path) as s:
+        assert len(s.entries()) == 3
+
+
+def test_a_store_from_before_the_copy_starts_one_with_its_history(db_path):
+    from serving.controller.audit_chain import chain_path, verify
+
+    history(db_path, 2)
+    chain_path(db_path).unlink()
+    with StateStore(db_path) as s:
+        s.append(**args(entry(9.0)))
+    copy = verify(chain_path(db_path))
+    assert copy.intact and [r["at"] for r in copy.records] == [0.0, 1.0, 9.0]
