@@ -83,7 +83,9 @@ def parse_predict(payload: Any, limits: LimitsConfig, label_count: int) -> Predi
     if "inputs" not in payload:
         raise ApiError(422, "missing_field", "inputs is required: a list of texts to classify")
     texts = check_texts(payload["inputs"], "inputs", limits)
-    top_k = payload.get("top_k", limits.top_k)
+    # The configured top_k is what a client gets unasked, cut to the task's labels (a binary task
+    # has two); a client asking for more than there are is told so.
+    top_k = payload.get("top_k", min(limits.top_k, label_count))
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= label_count:
         raise ApiError(
             422, "invalid_field", f"top_k must be an integer from 1 to {label_count}, got {top_k!r}"

@@ -130,7 +130,9 @@ class LimitsConfig(Section):
     request_timeout_s: Annotated[StrictFloat, Field(gt=0)] = Field(
         10.0, description="Deadline of a whole request, in seconds."
     )
-    top_k: StrictPositiveInt = Field(3, description="Labels with probabilities returned per text.")
+    top_k: StrictPositiveInt = Field(
+        3, description="Labels with probabilities returned per text unasked (at most the task's labels)."
+    )
 
 
 @changes(retention_s=LIVE, max_entries=LIVE)

@@ -96,14 +96,18 @@ TEXTS = ["a small furry mammal that climbs trees", "a tall flowering shrub of we
 
 def test_v1_answers_in_the_models_labels(your_gateway):
     gw, cfg = your_gateway
-    body = gw.predict(TEXTS).json()
+    r = gw.predict(TEXTS)
+    assert r.status_code == 200, r.text
+    body = r.json()
     assert body["model"] in {"student-int8", "student-int8-qat", "teacher-onnx"}
     for out in body["outputs"]:
         assert out["label"] in LABELS
         assert {t["label"] for t in out["top_k"]} <= LABELS
     pinned = [key for key, spec in cfg["variants"].items() if spec.get("cascade")]
     assert pinned, "config init pins the deployable cascade"
-    cascade = gw.predict(TEXTS, headers={"x-slimgate-variant": pinned[0]}).json()
+    r = gw.predict(TEXTS, headers={"x-slimgate-variant": pinned[0]})
+    assert r.status_code == 200, r.text
+    cascade = r.json()
     assert all(o["label"] in LABELS and o["stage"] in {"first", "then"} for o in cascade["outputs"])
 
 

@@ -48,6 +48,13 @@ def test_predict_accepts_extra_fields_and_defaults_top_k():
     assert req.texts == ["a"] and req.top_k == 3 and req.body["user"] == "u1"
 
 
+def test_a_binary_task_gets_its_two_labels_unasked_and_a_clear_error_for_more():
+    assert LIMITS.top_k > 2
+    assert parse_predict({"inputs": ["a"]}, LIMITS, 2).top_k == 2
+    e = _err(parse_predict, {"inputs": ["a"], "top_k": 3}, LIMITS, 2)
+    assert (e.status, e.code) == (422, "invalid_field") and "from 1 to 2" in e.message
+
+
 def test_json_nested_beyond_the_decoders_limit_is_a_client_error():
     deep = b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     e = _err(decode_json, deep)
