@@ -9,6 +9,12 @@ command line, which Ray checks):
 * **Loopback on one host** (``SLIMGATE_LOOPBACK_ONLY=1``): the template binds its stats page and
   Prometheus exporter on every interface; every ``bind`` is moved to 127.0.0.1, except the gateway's
   own ports when ``SLIMGATE_PUBLIC_HOST`` asks for a public address.
+* **Hardening, always**: the admin socket Ray's template creates ``mode 666 level admin`` (any
+  local user could take servers down) becomes ``mode 600``, its owner's (the gateway's user) only;
+  and the log target Ray defaults to, UDP ``127.0.0.1:514`` where nothing listens (HAProxy holds
+  sending sockets bound to 0.0.0.0 for it), becomes an in-memory ring (``LOG_RING``): no socket at
+  all, bounded memory, read with ``show events slimgate-log`` on the admin socket. A log target
+  the operator set (``RAY_SERVE_HAPROXY_LOG_TARGET``) is kept.
 * **Shedding at the edge** (``SLIMGATE_EDGE_MAX_IN_FLIGHT=N``): each router replica gets at most N
   requests at once from HAProxy, and a request that would have to wait for one is answered at once,
   by HAProxy itself, with 503 + ``Retry-After`` and the gateway's error body. Refusing in C costs
@@ -29,6 +35,16 @@ from collections.abc import Mapping
 
 _BIND = re.compile(r"^(\s*bind\s+)(\S*):(\d+)(.*)$")
 _SERVER = re.compile(r"^(\s*server\s+\S+\s+\S+)(.*)$")
+_SOCKET = re.compile(r"^(\s*stats\s+socket\s+\S+\s+mode\s+)\d+(.*)$")
+_UDP_LOG = re.compile(r"^(\s*log\s+)(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d+(\s.*)$")
+LOG_RING = "slimgate-log"
+_RING = [
+    "# slimgate: HAProxy's log in memory, no socket (`show events slimgate-log` on the admin socket)",
+    f"ring {LOG_RING}",
+    "    format rfc3164",
+    "    maxlen 1200",
+    "    size 1048576",
+]
 
 
 MESSAGE = "the gateway is at capacity; retry after the Retry-After delay"
@@ -72,10 +88,19 @@ def rewrite(text: str, env: Mapping[str, str], shed_file: str | None = None) -> 
     cap = int(env["SLIMGATE_EDGE_MAX_IN_FLIGHT"]) if env.get("SLIMGATE_EDGE_MAX_IN_FLIGHT") else None
     router_backend = "http-" + env.get("SLIMGATE_ROUTER_APP", "slimgate")
     retry_after = int(env.get("SLIMGATE_RETRY_AFTER_S", "1"))
+    keep_log = bool(env.get("RAY_SERVE_HAPROXY_LOG_TARGET"))
+    ring = False
     out: list[str] = []
     section = ""
     for line in text.splitlines():
         stripped = line.strip()
+        if section == "global" and (m := _SOCKET.match(line)):
+            out.append(f"{m.group(1)}600{m.group(2)}")
+            continue
+        if section == "global" and not keep_log and (m := _UDP_LOG.match(line)):
+            out.append(f"{m.group(1)}ring@{LOG_RING}{m.group(2)}")
+            ring = True
+            continue
         if line and not line[0].isspace():
             section = stripped
             out.append(line)
@@ -99,7 +124,9 @@ def rewrite(text: str, env: Mapping[str, str], shed_file: str | None = None) -> 
             out.append(f"{m.group(1)} maxconn {cap}{m.group(2)}")
             continue
         out.append(line)
-    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+    if ring:
+        out.extend(_RING)
+    return "\n".join(out) + ("\n" if text.endswith("\n") or ring else "")
 
 
 def _config_path(args: list[str]) -> str | None:

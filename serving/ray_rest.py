@@ -35,8 +35,18 @@ def _ray_auth_headers() -> dict[str, str]:
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if not token:
         path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-        token = path.read_text().strip() if path.is_file() else ""
+        if path.is_file():
+            _owner_only(path)
+            token = path.read_text().strip()
     return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _owner_only(path: Path) -> None:
+    # Ray writes its token file 0644: any local user could then drive the cluster. Its owner's
+    # token is made its owner's alone before slimgate uses it.
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        path.chmod(0o600)
 
 
 def _request(method: str, url: str, body: dict | None = None, timeout: float = 30.0) -> Any:

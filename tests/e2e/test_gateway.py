@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -399,30 +401,40 @@ def test_feedback_is_joined_to_the_served_answer(gateway):
 
 
 def test_nothing_of_the_gateway_listens_beyond_loopback(gateway):
+    """TCP listeners and UDP sockets alike (HAProxy's log once held UDP sockets on 0.0.0.0), and
+    HAProxy's admin socket is its owner's only."""
     import ipaddress
+    import re
+    import socket
+    import stat
 
     import psutil
 
     serve = psutil.Process(gateway.pid)
     processes = [serve, *serve.children(recursive=True)]
-    listening = []
+    bound, haproxy_configs = [], set()
     for proc in processes:
         try:
             conns = proc.net_connections(kind="inet")
+            if "haproxy" in proc.name():
+                args = proc.cmdline()
+                haproxy_configs.add(args[args.index("-f") + 1])
         except psutil.NoSuchProcess:
             continue
         for c in conns:
-            if c.status == psutil.CONN_LISTEN:
-                listening.append((proc.name(), c.laddr.ip, c.laddr.port))
-    assert len(listening) > 10  # Ray, its agents, the replicas, HAProxy: all found
-    names = {name for name, _, _ in listening}
+            if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and c.laddr):
+                bound.append((proc.name(), c.type.name, c.laddr.ip, c.laddr.port))
+    assert len(bound) > 10  # Ray, its agents, the replicas, HAProxy: all found
+    names = {name for name, *_ in bound}
     assert any("haproxy" in n for n in names), names
-    public = [
-        (name, ip, port)
-        for name, ip, port in listening
-        if not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback
-    ]
+    public = [b for b in bound if not ipaddress.ip_address(b[2].removeprefix("::ffff:")).is_loopback]
     assert public == []
+    assert haproxy_configs
+    for config in haproxy_configs:
+        text = Path(config).read_text()
+        assert "log ring@slimgate-log" in text
+        (admin,) = re.findall(r"stats socket (\S+)", text)
+        assert stat.S_IMODE(os.stat(admin).st_mode) & 0o077 == 0, (admin, oct(os.stat(admin).st_mode))
 
 
 def same_answers(got: list[dict], want: list[dict]) -> bool:

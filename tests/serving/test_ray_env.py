@@ -44,7 +44,8 @@ def test_one_host_binds_ray_to_loopback_and_wraps_haproxy(tmp_path):
 # What Ray Serve 2.60's template renders, trimmed to the lines the wrapper touches.
 RAY_CFG = """\
 global
-    stats socket /tmp/x/admin.sock mode 666 level admin
+    log 127.0.0.1:514 local0 info
+    stats socket /tmp/x/admin.sock mode 666 level admin expose-fd listeners
 defaults
     errorfile 503 /tmp/x/500.http
 frontend prometheus
@@ -81,7 +82,18 @@ def test_the_wrapper_rebinds_every_listener_to_loopback():
         },
     )
     assert _binds(public) == ["127.0.0.1:9101", "0.0.0.0:8000", "127.0.0.1:8404", "0.0.0.0:9000"]
-    assert rewrite(RAY_CFG, {}) == RAY_CFG  # on a cluster, without settings: untouched
+    # Without settings, only the hardening: the admin socket is its owner's, the log is a ring.
+    bare = rewrite(RAY_CFG, {})
+    assert _binds(bare) == _binds(RAY_CFG) and "maxconn" not in bare
+
+
+def test_the_wrapper_closes_the_admin_socket_to_other_users_and_logs_without_a_socket():
+    text = rewrite(RAY_CFG, {})
+    assert "stats socket /tmp/x/admin.sock mode 600 level admin expose-fd listeners" in text
+    assert "    log ring@slimgate-log local0 info" in text and "514" not in text
+    assert "ring slimgate-log" in text.splitlines()
+    kept = rewrite(RAY_CFG, {"RAY_SERVE_HAPROXY_LOG_TARGET": "10.0.0.5:514"})
+    assert "log 127.0.0.1:514 local0 info" in kept and "ring slimgate-log" not in kept  # the operator's
 
 
 def test_the_wrapper_caps_each_router_replica_and_sheds_at_the_edge():
@@ -105,7 +117,7 @@ def test_haproxy_accepts_the_rewritten_config(tmp_path):
     from serving.ray_env import haproxy_binary
 
     cfg = tmp_path / "haproxy.cfg"
-    text = RAY_CFG.replace("stats socket /tmp/x/admin.sock mode 666 level admin", "maxconn 100").replace(
+    text = RAY_CFG.replace("/tmp/x/admin.sock", str(tmp_path / "admin.sock")).replace(
         "defaults\n",
         "defaults\n    mode http\n    timeout connect 5s\n    timeout client 5s\n    timeout server 5s\n",
     )
