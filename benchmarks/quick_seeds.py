@@ -1,6 +1,7 @@
 """The quick recipe over several seeds: does the demo's compressed model clear its bars with room?
 
     python -m benchmarks.quick_seeds [--seeds 0 1 2 3 4] [--out runs/quick-seeds] [--recipe quick]
+                                     [--chain-only]
 
 Each seed is a full build of the recipe from an empty registry (``slimgate variants build``, the
 same code path as ``slimgate demo``) with every seed of the recipe moved on by it: the data
@@ -52,6 +53,13 @@ def paired_lead(a_right: np.ndarray, b_right: np.ndarray, z: float = 1.96) -> tu
     n = len(d)
     se = float(d.std(ddof=1)) / math.sqrt(n)
     return float(d.mean()), float(d.mean()) - z * se, float(d.mean()) + z * se
+
+
+def chain_only(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` building only what ``student-int8``'s figures depend on: the teacher, the student
+    and its dynamic int8 (and their evaluation). Every step's seed and inputs are the recipe's, so
+    their figures are those of the full build; the other variants and the cascades are left out."""
+    return {**recipe, "variants": ["student-int8"], "cascade": {**recipe.get("cascade", {}), "pairs": []}}
 
 
 def one_seed(recipe: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
@@ -110,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--recipe", default="quick", help="recipe path or bundled name (default: quick)")
     p.add_argument("--out", type=Path, default=Path("runs/quick-seeds"))
+    p.add_argument(
+        "--chain-only",
+        action="store_true",
+        help="build only teacher -> student -> student-int8 (the same figures for them, in less time)",
+    )
     a = p.parse_args(argv)
 
     from variants.hardware import describe
@@ -117,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     src = Path(a.recipe) if Path(a.recipe).suffix else RECIPES_DIR / f"{a.recipe}.yaml"
     recipe = yaml.safe_load(src.read_text(encoding="utf-8"))
+    if a.chain_only:
+        recipe = chain_only(recipe)
     machine = describe()
     print(f"quick recipe over seeds {a.seeds} on {machine}")
     rows = []
