@@ -1,7 +1,9 @@
 """``slimgate serve``: a Ray cluster of one host, the gateway deployed on it, served until stopped.
 
 Everything Ray starts listens on loopback (:mod:`serving.ray_env`); only the gateway's own port
-binds ``http.host``.
+binds ``http.host``. Before anything is deployed, the controller's last decisions are put back
+into the config (:mod:`serving.controller.restore`): a restart never hands a rolled-back candidate
+its traffic again.
 """
 
 from __future__ import annotations
@@ -18,19 +20,29 @@ from pathlib import Path
 
 from serving import ray_rest
 from serving.config import GatewayConfig, check_host_gpus, pin_refs
+from serving.controller.restore import restored
+from serving.controller.store import StateStore
 from serving.errors_and_auth import resolve_admin_token
 from serving.ray_env import single_host_env, stop_haproxy
 from serving.translation import serve_config
 
 
 def run_gateway(
-    cfg: GatewayConfig, metrics_port: int, on_ready: Callable[[str], None] | None = None, block: bool = True
+    cfg: GatewayConfig,
+    metrics_port: int,
+    on_ready: Callable[[str], None] | None = None,
+    block: bool = True,
+    state: Path | None = None,
 ) -> None:
     """Start a local Ray cluster, deploy the gateway, call ``on_ready(url)``, then serve until stopped.
 
     Everything Ray starts listens on loopback only; the gateway's own port binds ``http.host``.
+    ``state``: the controller's state whose decisions the start restores (``slimgate serve``: the
+    default state's); None for a gateway with a controller of its own (the demo, the benchmarks).
     """
     cfg = pin_refs(cfg)  # refuses a config whose variants are missing or not deployable
+    if state is not None:
+        cfg = with_decisions(cfg, state)
     check_host_gpus(cfg)  # before Ray starts: a GPU variant on a host without one would never start
     serve_cfg = serve_config(cfg)
     if cfg.http.ingress == "haproxy":
@@ -78,3 +90,16 @@ def run_gateway(
         ray.shutdown()
         stop_haproxy(runtime_dir)
         shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def with_decisions(cfg: GatewayConfig, state: Path) -> GatewayConfig:
+    """``cfg`` with the controller's last decisions from ``state`` (none recorded: as it is). A state
+    that cannot be read stops the start (StoreError): serving the file's weights instead could route
+    a rolled-back candidate."""
+    if not state.exists():
+        return cfg
+    with StateStore(state) as store:
+        cfg, lines = restored(cfg, store)
+    for line in lines:
+        print(f"restored from the controller's state {state}: {line}")
+    return cfg

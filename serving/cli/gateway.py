@@ -14,6 +14,7 @@ from serving.config import (
     load_config,
     pin_refs,
 )
+from serving.controller.store import default_state_path
 from serving.deployer import apply_config, running_gateway
 from serving.launcher import run_gateway
 from serving.names import ROUTER_APP, VARIANT_APP_PREFIX
@@ -27,6 +28,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--metrics-port", type=int, default=8080, help="Ray metrics export port (Prometheus target)"
     )
     s.add_argument("--ready-file", type=Path, default=None, help="write the gateway URL here once it serves")
+    s.add_argument(
+        "--state",
+        type=Path,
+        default=default_state_path(),
+        help="the controller's state: its rollbacks and weights are restored before traffic is routed",
+    )
     s.set_defaults(func=cmd_serve)
 
     for name, create, what in (
@@ -139,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.ready_file:
             args.ready_file.write_text(url)
 
-    run_gateway(cfg, args.metrics_port, on_ready=ready)
+    run_gateway(cfg, args.metrics_port, on_ready=ready, state=args.state)
     return 0
 
 

@@ -98,7 +98,7 @@ class Gateway:
 
 
 @contextmanager
-def serving(config: Path, gw: Gateway) -> Iterator[Gateway]:
+def serving(config: Path, gw: Gateway, *args: str) -> Iterator[Gateway]:
     """``slimgate serve config`` in a subprocess, as a user starts it, until the block ends; its
     log is ``serve.log`` beside the config, and its last lines are shown when it fails to start."""
     ready = config.parent / "ready"
@@ -117,6 +117,7 @@ def serving(config: Path, gw: Gateway) -> Iterator[Gateway]:
                 str(METRICS_PORT),
                 "--ready-file",
                 str(ready),
+                *args,
             ],
             env=env,
             stdout=log,
