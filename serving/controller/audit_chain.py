@@ -74,18 +74,34 @@ def verify(path: Path) -> Verification:
     return out
 
 
-class AuditChain:
-    """Appends to the copy; opened on an intact chain only (the store refuses a broken one)."""
+def tail_hash(path: Path) -> str:
+    """The hash of the copy's last line (GENESIS for an empty or missing copy)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            tail = fh.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    except FileNotFoundError:
+        return GENESIS
+    return str(json.loads(tail)["hash"]) if tail else GENESIS
 
-    def __init__(self, path: Path, last_hash: str) -> None:
+
+class AuditChain:
+    """Appends to the copy; opened on an intact chain only (the store refuses a broken one).
+
+    Several processes share one state (the controller, ``slimgate apply``, operator commands), so
+    each append chains onto the file's last line as it is then, not as it was at open; the caller
+    holds the database's write lock, so no one else appends meanwhile."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.last_hash = last_hash
 
     def append(self, *records: dict[str, Any]) -> None:
         """Append ``records`` in one write, durable (fsync) before this returns; none: nothing."""
         if not records:
             return
-        last, lines = self.last_hash, []
+        last, lines = tail_hash(self.path), []
         for record in records:
             own = line_hash(last, record)
             lines.append(json.dumps({"record": record, "prev": last, "hash": own}, default=str) + "\n")
@@ -96,4 +112,3 @@ class AuditChain:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.last_hash = last

@@ -158,13 +158,18 @@ class StateStore:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has store schema {version}; this slimgate reads {SCHEMA_VERSION}")
         copy_path = chain_path(self.path)
-        copy = verify(copy_path)
+        # Compared under the write lock: another process's entry is in the copy from just before
+        # its commit, and would otherwise look like history the database lost.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            copy, held = verify(copy_path), self._audit_rows()
+        finally:
+            self._db.execute("ROLLBACK")
         if not copy.intact:
             raise StoreError(
                 f"{copy.problems[0]}; the audit log's copy is broken, so {self.path} was not opened "
                 f"(`slimgate audit --verify --state {self.path}` lists every problem)"
             )
-        held = self._audit_rows()
         if len(copy.records) > held:
             # Checked before anything is written: a lost database is never replaced by an empty one.
             raise StoreError(
@@ -178,15 +183,17 @@ class StateStore:
             self._db.execute("ALTER TABLE audit ADD COLUMN config_revision TEXT NOT NULL DEFAULT ''")
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._chain = AuditChain(copy_path, copy.last_hash)
+        self._chain = AuditChain(copy_path)
         if len(copy.records) < held:
-            if copy_path.exists():
-                raise StoreError(
-                    f"{copy_path} holds {len(copy.records)} audit entries but {self.path} holds {held}: "
-                    "the append-only copy lost its last entries; restore it from a backup"
-                )
-            # A store from before the copy existed: start the copy with its history.
-            self._chain.append(*(_record(entry) for entry in self.entries()))
+            with self._tx():  # one process starts the copy, the others find it started
+                copied = len(verify(copy_path).records)
+                if copied < held and copy_path.exists():
+                    raise StoreError(
+                        f"{copy_path} holds {copied} audit entries but {self.path} holds {held}: the "
+                        "append-only copy lost its last entries; restore it from a backup"
+                    )
+                if copied < held:  # a store from before the copy existed: start it with its history
+                    self._pending.extend(_record(entry) for entry in self.entries())
 
     def _audit_rows(self) -> int:
         has = self._db.execute(

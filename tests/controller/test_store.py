@@ -280,3 +280,19 @@ def test_a_store_from_before_the_copy_starts_one_with_its_history(db_path):
         s.append(**args(entry(9.0)))
     copy = verify(chain_path(db_path))
     assert copy.intact and [r["at"] for r in copy.records] == [0.0, 1.0, 9.0]
+
+
+def test_stores_open_side_by_side_keep_one_chain(db_path):
+    """The controller, `slimgate apply` and operator commands share one state: each append chains
+    onto the copy's last line as it is then."""
+    from serving.controller.audit_chain import chain_path, verify
+
+    with StateStore(db_path) as a, StateStore(db_path) as b:
+        a.append(**args(entry(1.0)))
+        b.append(**args(entry(2.0)))
+        a.save(candidate(), [entry(3.0)])
+        b.see_config("abc", {"stable": 100}, [entry(4.0)])
+    copy = verify(chain_path(db_path))
+    assert copy.intact and [r["at"] for r in copy.records] == [1.0, 2.0, 3.0, 4.0]
+    with StateStore(db_path) as again:
+        assert len(again.entries()) == 4
