@@ -10,15 +10,11 @@ WordNet, not accuracy.
 
 from __future__ import annotations
 
-import csv
-from collections import Counter
-
 import pytest
 import yaml
 from support.checkpoints import tiny_checkpoint
 from support.e2e import GRPC_PORT, PORT, Gateway, serving, slimgate
-
-from variants.dataset import load_snapshot
+from support.glosses import glosses, write_csv
 
 LABELS = {"plant", "animal"}
 
@@ -26,18 +22,8 @@ LABELS = {"plant", "animal"}
 @pytest.fixture(scope="module")
 def your_gateway(tmp_path_factory):
     work = tmp_path_factory.mktemp("your-model")
-    per: Counter = Counter()
-    rows = []
-    for record in load_snapshot():
-        kind = record["label"].removeprefix("noun.")
-        if kind in LABELS and per[kind] < 150:
-            per[kind] += 1
-            rows.append({"sentence": record["text"], "kind": kind})
-    data = work / "mine.csv"
-    with data.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["sentence", "kind"])
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = glosses(("animal", "plant"), 150, text="sentence", label="kind")
+    data = write_csv(work / "mine.csv", rows)
     teacher = tiny_checkpoint(
         "distilbert", work / "teacher", [r["sentence"] for r in rows], ["LABEL_0", "LABEL_1"]
     )

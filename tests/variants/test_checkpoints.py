@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from support.checkpoints import ARCHITECTURES, tiny_checkpoint
+from support.glosses import glosses as gloss_rows
+from support.glosses import write_csv
 
 from variants import Registry
 from variants.checkpoints import CheckpointError
 from variants.data_sources import load_data
-from variants.dataset import load_snapshot
 from variants.recipe import parse_recipe
 
 VARIANTS = ["teacher-onnx", "teacher-int8", "student-int8", "student-int8-static", "student-int8-qat"]
@@ -30,19 +30,7 @@ VARIANTS = ["teacher-onnx", "teacher-int8", "student-int8", "student-int8-static
 @pytest.fixture(scope="module")
 def glosses(tmp_path_factory) -> Path:
     """240 real glosses of animals and plants, as a user's CSV."""
-    per: Counter = Counter()
-    rows = []
-    for record in load_snapshot():
-        kind = record["label"].removeprefix("noun.")
-        if kind in ("animal", "plant") and per[kind] < 120:
-            per[kind] += 1
-            rows.append({"text": record["text"], "label": kind})
-    path = tmp_path_factory.mktemp("data") / "glosses.csv"
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_csv(tmp_path_factory.mktemp("data") / "glosses.csv", gloss_rows(("animal", "plant"), 120))
 
 
 def texts_of(path: Path) -> list[str]:

@@ -7,12 +7,12 @@ files would be (CSV, TSV, JSON Lines, Parquet, a ``datasets`` folder).
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.glosses import write_csv
 
 from variants.data_sources import DataError, load_data, load_source, summary
 from variants.dataset import load_snapshot
@@ -34,14 +34,6 @@ def rows() -> list[dict]:
             per[label] += 1
             out.append({"sentence": record["text"], "category": SHORT[label], "word": record["words"][0]})
     return out
-
-
-def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=delimiter)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -5,33 +5,21 @@ writing anything."""
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from support.checkpoints import tiny_checkpoint
+from support.glosses import glosses, write_csv
 
 from serving.cli import main
-from variants.dataset import load_snapshot
 from variants.recipe import Recipe, load_recipe
 from variants.recipe_init import student_layers
 
 
 @pytest.fixture(scope="module")
 def mine(tmp_path_factory) -> Path:
-    per: Counter = Counter()
-    rows = []
-    for record in load_snapshot():
-        kind = record["label"].removeprefix("noun.")
-        if kind in ("animal", "plant") and per[kind] < 150:
-            per[kind] += 1
-            rows.append({"sentence": record["text"], "kind": kind})
-    path = tmp_path_factory.mktemp("data") / "mine.csv"
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["sentence", "kind"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    rows = glosses(("animal", "plant"), 150, text="sentence", label="kind")
+    return write_csv(tmp_path_factory.mktemp("data") / "mine.csv", rows)
 
 
 def init(*args: str) -> int:
