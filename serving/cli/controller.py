@@ -135,16 +135,21 @@ def cmd_operate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from serving.controller.store import StateStore
-
     if args.verify:
         return verify_audit(args.state)
-    if not args.state.exists():
-        print(f"no controller state at {args.state}", file=sys.stderr)
+    return print_audit(args.state, limit=args.limit, as_json=args.json)
+
+
+def print_audit(state: Path, *, limit: int | None = None, as_json: bool = False) -> int:
+    """The audit log's newest entries, one line each (or as JSON); 1 when there is no state."""
+    from serving.controller.store import StateStore
+
+    if not state.exists():
+        print(f"no controller state at {state}", file=sys.stderr)
         return 1
-    with StateStore(args.state) as store:
-        entries = store.entries(limit=args.limit)
-    if args.json:
+    with StateStore(state) as store:
+        entries = store.entries(limit=limit)
+    if as_json:
         from serving.controller.api import entry_json
 
         print(json.dumps([entry_json(e) for e in entries], indent=2, default=str))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -107,7 +106,7 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     Metrics come from a real Prometheus when the machine has one (``scripts/bootstrap.sh``
     installs it), else from the gateway's own metrics endpoint: the same signals either way.
     """
-    from serving.cli.controller import cmd_audit, fetch_text, start_scraping
+    from serving.cli.controller import fetch_text, print_audit, start_scraping
     from serving.controller.candidate import Phase
     from serving.controller.service import RayGateway
     from serving.controller.sources import EmbeddedSource, PrometheusSource
@@ -219,7 +218,7 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
             else:
                 print(f"   not promoted within {took:.0f} s")
         print(f"\naudit log (`slimgate audit --state {state}`):")
-        cmd_audit(argparse.Namespace(state=state, limit=30, json=False))
+        print_audit(state, limit=30)
         if prometheus is not None:
             _write_report(prometheus.url, workdir / "slimgate-report.png", started)
     finally:

@@ -296,3 +296,20 @@ def test_stores_open_side_by_side_keep_one_chain(db_path):
     assert copy.intact and [r["at"] for r in copy.records] == [1.0, 2.0, 3.0, 4.0]
     with StateStore(db_path) as again:
         assert len(again.entries()) == 4
+
+
+def test_the_audit_listing_prints_the_newest_entries_one_line_each(db_path, capsys):
+    """`slimgate audit` and the demo's closing listing (which calls print_audit directly)."""
+    import json
+
+    from serving.cli import main
+    from serving.cli.controller import print_audit
+
+    history(db_path, 5)
+    assert print_audit(db_path, limit=3) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all("controller" in line for line in lines)
+    assert main(["audit", "--json", "--limit", "2", "--state", str(db_path)]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert print_audit(db_path.with_name("absent.db")) == 1
+    assert "no controller state" in capsys.readouterr().err
