@@ -210,6 +210,50 @@ def distillation_loss(
     return loss
 
 
+@dataclass
+class TeacherOutput:
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class TeacherTargets:
+    """The frozen teacher's outputs for a training set's texts, by text.
+
+    The teacher runs in eval mode, so its logits for a text never change: they are computed the
+    first time the text is drawn and reused on every later pass, so a second pass over the same
+    texts costs only the student's own steps. Hidden states are too large to keep (texts x tokens x
+    layers x width), so a hidden-state loss runs the teacher on every batch."""
+
+    def __init__(self, teacher: nn.Module, ids: Sequence[list[int]], keep_hidden: bool) -> None:
+        teacher.eval()
+        self.teacher, self.ids, self.keep_hidden = teacher, ids, keep_hidden
+        self.logits: torch.Tensor | None = None
+        self.known = torch.zeros(len(ids), dtype=torch.bool)
+
+    def _run(self, input_ids: torch.Tensor, mask: torch.Tensor, hidden: bool):
+        with torch.inference_mode():
+            out = self.teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=hidden)
+        # Tensors made under inference_mode cannot take part in autograd; clones can.
+        return out.logits.clone(), tuple(h.clone() for h in out.hidden_states) if hidden else None
+
+    def __call__(self, batch: list[int], input_ids: torch.Tensor, mask: torch.Tensor) -> TeacherOutput:
+        if self.keep_hidden:
+            return TeacherOutput(*self._run(input_ids, mask, True))
+        index = torch.tensor(batch, dtype=torch.long)
+        missing = [i for i in batch if not self.known[i]]
+        if missing:
+            if len(missing) == len(batch):
+                logits, _ = self._run(input_ids, mask, False)
+            else:
+                logits, _ = self._run(*_pad([self.ids[i] for i in missing]), False)
+            if self.logits is None:
+                self.logits = torch.empty(len(self.ids), logits.shape[-1], dtype=logits.dtype)
+            self.logits[missing] = logits
+            self.known[missing] = True
+        assert self.logits is not None
+        return TeacherOutput(self.logits[index])
+
+
 def _with_head_group(model: nn.Module, groups: list[dict], head_lr: float) -> list[dict]:
     """``groups`` with the classification head's parameters moved into groups of their own at
     ``head_lr``: a fresh head on a pretrained encoder learns slowly at the encoder's rate."""
@@ -270,8 +314,7 @@ def train(
     )
     want_hidden = bool(distill and distill.hidden_weight)
     model.train()
-    if teacher is not None:
-        teacher.eval()
+    targets = TeacherTargets(teacher, ids, want_hidden) if teacher is not None else None
     start = time.perf_counter()
     step, seen, loss_ema = 0, 0, float("nan")
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
@@ -282,14 +325,8 @@ def train(
             input_ids, mask = _pad([ids[i] for i in batch])
             y = labels_t[batch]
             out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=want_hidden)
-            if teacher is not None and distill is not None:
-                with torch.inference_mode():
-                    t_out = teacher(
-                        input_ids=input_ids, attention_mask=mask, output_hidden_states=want_hidden
-                    )
-                t_out.logits = t_out.logits.clone()
-                if want_hidden:
-                    t_out.hidden_states = tuple(h.clone() for h in t_out.hidden_states)
+            if targets is not None and distill is not None:
+                t_out = targets(batch, input_ids, mask)
                 loss = distillation_loss(out, t_out, y, mask, distill, layer_map)
             else:
                 loss = F.cross_entropy(out.logits, y)

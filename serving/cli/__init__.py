@@ -61,13 +61,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.registry:
         os.environ["SLIMGATE_REGISTRY"] = str(args.registry)  # the gateway's replicas read the same root
-    ns = argparse.Namespace(
-        registry=args.registry, recipe=args.recipe, force=[], no_eval=False, no_baseline=False, quiet=False
-    )
-    rc = variants_cli.cmd_build(ns)
+    # The demo runs its steps as the commands a user would type, parsed by the same parser, so a
+    # command's new option can never leave the demo with arguments it lacks.
+    registry = ["--registry", str(args.registry)] if args.registry else []
+    build = ["variants", *registry, "build", "--recipe", args.recipe]
+    rc = variants_cli.cmd_build(parser().parse_args(build))
     if rc != 0:
         return rc
-    variants_cli.cmd_lineage(argparse.Namespace(registry=args.registry, image=None, all_versions=False))
+    variants_cli.cmd_lineage(parser().parse_args(["variants", *registry, "lineage"]))
     if args.config:
         cfg, source = load_config(args.config), args.config
     else:

