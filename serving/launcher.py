@@ -26,6 +26,10 @@ from serving.errors_and_auth import resolve_admin_token
 from serving.ray_env import single_host_env, stop_haproxy
 from serving.translation import serve_config
 
+# How long HAProxy may take to answer the requests it accepted before a stop: the longest a
+# served request takes here is well under a second; a stop must fit in ten (serving.supervisor).
+DRAIN_S = 3.0
+
 
 def run_gateway(
     cfg: GatewayConfig,
@@ -86,6 +90,10 @@ def run_gateway(
         pass
     finally:
         print("slimgate: stopping the gateway", file=sys.stderr)
+        if cfg.http.ingress == "haproxy":
+            # Clients first: no new connection is accepted, and what was accepted is answered while
+            # the replicas are still there to answer it.
+            stop_haproxy(runtime_dir, timeout_s=DRAIN_S, drain=True)
         serve.shutdown()
         ray.shutdown()
         stop_haproxy(runtime_dir)

@@ -112,12 +112,15 @@ def single_host_env(cfg: GatewayConfig, runtime_dir: Path) -> dict[str, str]:
     return env
 
 
-def stop_haproxy(runtime_dir: Path, timeout_s: float = 10.0) -> None:
-    """Stop the HAProxy processes this gateway started (Ray leaves them running after shutdown).
+def stop_haproxy(runtime_dir: Path, timeout_s: float = 10.0, *, drain: bool = False) -> None:
+    """Stop the HAProxy processes this gateway started (Ray leaves them running after shutdown);
+    whatever is left after ``timeout_s`` is killed.
 
     Ray Serve asks HAProxy for a soft stop (drain for up to ``hard-stop-after``) and then its
     manager actor is gone with the cluster, so an HAProxy could outlive the gateway and keep its
-    port. Each was started through the wrapper, which wrote down its pid.
+    port. Each was started through the wrapper, which wrote down its pid. ``drain``: a soft stop
+    (SIGUSR1): HAProxy closes its listeners at once, so new connections are refused rather than
+    half-served, and exits when the requests it accepted are answered.
     """
     import signal
     import time
@@ -127,7 +130,7 @@ def stop_haproxy(runtime_dir: Path, timeout_s: float = 10.0) -> None:
         return
     pids = {int(p) for p in pids_file.read_text().split() if p.isdigit()}
     for pid in pids:
-        _signal(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGUSR1 if drain else signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while pids and time.monotonic() < deadline:
         pids = {p for p in pids if _alive(p)}

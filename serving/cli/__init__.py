@@ -98,6 +98,7 @@ USER_ERRORS = (RecipeError, RegistryError, ConfigError, ControlError, ReportErro
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve` runs itself again, supervised
     try:
         return args.func(args)
     except (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from serving import ray_rest
@@ -18,6 +19,7 @@ from serving.controller.store import default_state_path
 from serving.deployer import apply_config, running_gateway
 from serving.launcher import run_gateway
 from serving.names import ROUTER_APP, VARIANT_APP_PREFIX
+from serving.supervisor import IN_SESSION, supervise
 from serving.translation import serve_config
 
 
@@ -33,6 +35,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=default_state_path(),
         help="the controller's state: its rollbacks and weights are restored before traffic is routed",
+    )
+    s.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=9.0,
+        help="seconds a stop (SIGTERM, SIGINT, SIGHUP) may take to drain and shut down before the "
+        "gateway's processes are killed (then the status is 1)",
     )
     s.set_defaults(func=cmd_serve)
 
@@ -140,6 +149,9 @@ def cmd_ray_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if os.environ.get(IN_SESSION) != "1":
+        # This process only supervises: the gateway runs in a session of its own (serving.supervisor).
+        return supervise([sys.executable, "-m", "serving.cli", *args.argv], args.stop_timeout)
     cfg = load_config(args.config)
 
     def ready(url: str) -> None:

@@ -79,6 +79,7 @@ class Gateway:
         self.registry = registry
         self.client = httpx.Client(base_url=url, timeout=30)
         self.pid = 0  # of `slimgate serve`, once started
+        self.proc: subprocess.Popen | None = None
         self._n = 0
 
     def write_config(self, **overrides) -> Path:
@@ -137,7 +138,7 @@ def serving(config: Path, gw: Gateway, *args: str) -> Iterator[Gateway]:
         except AssertionError as err:
             proc.kill()
             raise RuntimeError(f"gateway did not start ({err}):\n{log_path.read_text()[-5000:]}") from None
-        gw.pid = proc.pid
+        gw.pid, gw.proc = proc.pid, proc
         try:
             yield gw
         finally:
