@@ -21,6 +21,14 @@ command line, which Ray checks):
   microseconds; refusing in the router costs a third of a served request (measured: Ray Serve's
   Python ingress sheds about 3,100 requests/s on 2 cores), which under overload would take the
   cores the admitted requests need.
+* **Bounds on slow clients** (``SLIMGATE_REQUEST_READ_TIMEOUT_S``, from ``http.request_read_timeout_s``):
+  a request, headers and body, must arrive within it (``timeout http-request``), and its body is
+  read whole before a router sees it (``option http-buffer-request``), so slowloris clients and
+  bodies shorter than declared cost a connection and a buffer, never a router's slot. Ray Serve
+  lets a client switch its request timeout off (``x-request-timeout-seconds: 0``); HAProxy drops
+  that header and its sibling before they reach a replica. HAProxy's own 400 and 408 answer in the
+  gateway's JSON error shape (:data:`ERRORS`), not HTML. One client address may hold at most
+  ``SLIMGATE_MAX_CONNECTIONS_PER_CLIENT`` connections (``http.max_connections_per_client``).
 
 The rewrite is a pure function of the text (:func:`rewrite`), unit-tested on Ray's template output.
 """
@@ -48,16 +56,29 @@ _RING = [
 
 
 MESSAGE = "the gateway is at capacity; retry after the Retry-After delay"
-SHED_FILE = "slimgate-503.http"
+# HAProxy's own answers, in the gateway's error shape: status -> (reason, code, message). 503 is
+# the shed answer (a request that waited for a replica in vain); 400 and 408 are what HAProxy says
+# to a malformed request (a 1 MB header) and to one not sent in time.
+ERRORS = {
+    400: ("Bad Request", "bad_request", "the request is malformed or its headers are too large"),
+    408: ("Request Timeout", "request_timeout", "the request was not sent in time"),
+    503: ("Service Unavailable", "overloaded", MESSAGE),
+}
+CLIENT_TIMEOUT_HEADERS = ("x-request-timeout-seconds", "x-request-disconnect-disabled")
 
 
-def shed_response(retry_after_s: int) -> str:
-    """HAProxy's 503 (an errorfile: a raw HTTP response): a request that waited for a replica in vain."""
-    body = json.dumps({"error": {"code": "overloaded", "message": MESSAGE}})
+def error_file(status: int) -> str:
+    return f"slimgate-{status}.http"
+
+
+def error_response(status: int, retry_after_s: int) -> str:
+    """One of HAProxy's answers (an errorfile: a raw HTTP response), closing the connection."""
+    reason, code, message = ERRORS[status]
+    body = json.dumps({"error": {"code": code, "message": message}})
+    retry = f"retry-after: {retry_after_s}\r\n" if status == 503 else ""
     return (
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        f"retry-after: {retry_after_s}\r\ncache-control: no-cache\r\ncontent-length: {len(body)}\r\n"
-        f"connection: close\r\n\r\n{body}"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{retry}"
+        f"cache-control: no-cache\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
     )
 
 
@@ -76,12 +97,40 @@ def _shed_rules(retry_after_s: int) -> list[str]:
     ]
 
 
-def rewrite(text: str, env: Mapping[str, str], shed_file: str | None = None) -> str:
+def _client_bounds(read_timeout_s: str | None, files: Mapping[int, str]) -> list[str]:
+    out = ["    # slimgate: what a slow client may hold, and HAProxy's own errors in the gateway's shape."]
+    if read_timeout_s:
+        # The whole request, body included (buffered before any router sees it), within this time.
+        out += [f"    timeout http-request {int(read_timeout_s)}s", "    option http-buffer-request"]
+    out += [f"    errorfile {status} {files[status]}" for status in (400, 408) if status in files]
+    return out
+
+
+def _per_client(section: str, cap: str | None) -> list[str]:
+    out = []
+    if cap:
+        # Counted per source address when the connection opens: refused before it costs a buffer.
+        out += [
+            "    # slimgate: connections one client address may hold at once.",
+            "    stick-table type ipv6 size 200k expire 60s store conn_cur",
+            "    tcp-request connection track-sc0 src",
+            f"    tcp-request connection reject if {{ sc0_conn_cur gt {int(cap)} }}",
+        ]
+    if section.startswith("frontend http"):
+        # A client must not switch off the server's own request timeout (Ray Serve reads it).
+        out += [f"    http-request del-header {h}" for h in CLIENT_TIMEOUT_HEADERS]
+    return out
+
+
+def rewrite(text: str, env: Mapping[str, str], error_files: Mapping[int, str] | None = None) -> str:
     """The config with slimgate's edits (see the module docstring) for the settings in ``env``.
 
-    ``shed_file``: where :func:`shed_response` is written; Ray's template turns every 503 of
-    HAProxy's into a 500, so a request that waited for a replica in vain gets this one instead.
+    ``error_files``: status -> where :func:`error_response` wrote it. Ray's template turns every 503
+    of HAProxy's into a 500, so a request that waited for a replica in vain gets the 503 instead.
     """
+    files = dict(error_files or {})
+    shed_file = files.get(503)
+    read_timeout = env.get("SLIMGATE_REQUEST_READ_TIMEOUT_S")
     loopback = env.get("SLIMGATE_LOOPBACK_ONLY") == "1"
     public_host = env.get("SLIMGATE_PUBLIC_HOST") or ""
     public_ports = set((env.get("SLIMGATE_PUBLIC_PORTS") or "").split())
@@ -106,6 +155,10 @@ def rewrite(text: str, env: Mapping[str, str], shed_file: str | None = None) -> 
             out.append(line)
             if cap is not None and section == f"backend {router_backend}":
                 out.extend(_shed_rules(retry_after))
+            elif section == "defaults" and (read_timeout or files):
+                out.extend(_client_bounds(read_timeout, files))
+            elif section.startswith(("frontend http", "frontend grpc")):
+                out.extend(_per_client(section, env.get("SLIMGATE_MAX_CONNECTIONS_PER_CLIENT")))
             continue
         if loopback and (m := _BIND.match(line)):
             host = public_host if public_host and m.group(3) in public_ports else "127.0.0.1"
@@ -152,11 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     if path and os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        shed_file = os.path.join(os.path.dirname(os.path.abspath(path)), SHED_FILE)
-        if env.get("SLIMGATE_EDGE_MAX_IN_FLIGHT"):
-            with open(shed_file, "w", encoding="utf-8") as f:
-                f.write(shed_response(int(env.get("SLIMGATE_RETRY_AFTER_S", "1"))))
-        new = rewrite(text, env, shed_file)
+        folder = os.path.dirname(os.path.abspath(path))
+        files = {status: os.path.join(folder, error_file(status)) for status in ERRORS}
+        if not env.get("SLIMGATE_EDGE_MAX_IN_FLIGHT"):
+            del files[503]  # nothing is shed at the edge: Ray's own 503 stays
+        retry_after = int(env.get("SLIMGATE_RETRY_AFTER_S", "1"))
+        for status, file in files.items():
+            with open(file, "w", encoding="utf-8") as f:
+                f.write(error_response(status, retry_after))
+        new = rewrite(text, env, files)
         if new != text:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(new)

@@ -73,6 +73,12 @@ def edge_env(cfg: GatewayConfig) -> dict[str, str]:
         "SLIMGATE_EDGE_MAX_IN_FLIGHT": str(cfg.admission.max_in_flight),
         "SLIMGATE_RETRY_AFTER_S": str(cfg.admission.retry_after_s),
         "SLIMGATE_ROUTER_APP": ROUTER_APP,
+        "SLIMGATE_REQUEST_READ_TIMEOUT_S": str(cfg.http.request_read_timeout_s),
+        "RAY_SERVE_HAPROXY_MAXCONN": str(cfg.http.max_connections),
+        "SLIMGATE_MAX_CONNECTIONS_PER_CLIENT": str(cfg.http.max_connections_per_client or ""),
+        # Ray's default (3600 s, for streaming) let a client that stops reading hold its connection
+        # for an hour; a served request here takes at most the request timeout.
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(int(cfg.limits.request_timeout_s) + 10),
     }
 
 

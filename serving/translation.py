@@ -81,6 +81,7 @@ def serve_config(cfg: GatewayConfig) -> dict:
             "host": cfg.http.host,
             "port": cfg.http.port,
             "request_timeout_s": cfg.limits.request_timeout_s + 5,
+            "keep_alive_timeout_s": cfg.http.idle_timeout_s,
         },
     }
     if cfg.http.grpc_port is not None:

@@ -155,7 +155,16 @@ class AdminConfig(Section):
     )
 
 
-@changes(host=LISTENER, port=LISTENER, grpc_port=LISTENER, ingress=LISTENER)
+@changes(
+    host=LISTENER,
+    port=LISTENER,
+    grpc_port=LISTENER,
+    ingress=LISTENER,
+    request_read_timeout_s=LISTENER,
+    idle_timeout_s=LISTENER,
+    max_connections=LISTENER,
+    max_connections_per_client=LISTENER,
+)
 class HttpConfig(Section):
     host: str = Field(
         "127.0.0.1",
@@ -176,6 +185,31 @@ class HttpConfig(Section):
         description="How requests reach the router replicas. haproxy: Ray Serve's HAProxy ingress straight "
         "to each router replica's own HTTP server (direct ingress; several times the throughput). proxy: "
         "Ray Serve's Python HTTP proxy, for platforms without an HAProxy binary.",
+    )
+
+    # What a slow or idle client may hold (HAProxy ingress; read when the gateway starts). Without
+    # them a few hundred slowloris clients, or requests that never finish their bodies, locked
+    # everyone else out.
+    request_read_timeout_s: Annotated[StrictPositiveInt, Field(le=300)] = Field(
+        10,
+        description="Seconds a client has to send a whole request, headers and body, once it starts; a "
+        "slower one (a header a minute, a body shorter than it declared) gets 408 and is closed. Bodies "
+        "are read whole by HAProxy before a request reaches a router, so a slow body never holds a slot.",
+    )
+    idle_timeout_s: Annotated[StrictPositiveInt, Field(le=3600)] = Field(
+        15, description="Seconds an idle keep-alive connection is kept open between requests."
+    )
+    max_connections: Annotated[StrictPositiveInt, Field(ge=256, le=1_000_000)] = Field(
+        8192,
+        description="Client connections HAProxy holds at once (its maxconn); beyond it new connections "
+        "wait in the kernel's queue. Each costs two file descriptors (the hard `ulimit -n` must allow "
+        "twice this and a little more) and, while a request is being read, a 16 KiB buffer.",
+    )
+    max_connections_per_client: Annotated[StrictPositiveInt, Field(le=1_000_000)] | None = Field(
+        512,
+        description="Connections one client address may hold at once; more are refused when they open, "
+        "so one abusive source cannot take every connection. null = no limit: needed when every client "
+        "arrives through one proxy or NAT address (a load balancer that does not preserve addresses).",
     )
 
     @model_validator(mode="after")

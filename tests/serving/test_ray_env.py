@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from serving.config import HttpConfig, parse_config
-from serving.haproxy_wrapper import rewrite, shed_response
+from serving.haproxy_wrapper import error_response, rewrite
 from serving.loopback import to_loopback
 from serving.ray_env import HAPROXY_MODE, ingress_env, is_loopback, single_host_env
 
@@ -108,8 +108,43 @@ def test_the_wrapper_caps_each_router_replica_and_sheds_at_the_edge():
     other = lines[lines.index("backend http-other") :]
     assert not any("maxconn" in x for x in other)  # only the router's backend is capped
     assert "errorfile 503 /tmp/x/500.http" in text  # without a shed file, Ray's stays
-    with_file = rewrite(RAY_CFG, {"SLIMGATE_EDGE_MAX_IN_FLIGHT": "24"}, "/run/slimgate-503.http")
+    with_file = rewrite(RAY_CFG, {"SLIMGATE_EDGE_MAX_IN_FLIGHT": "24"}, {503: "/run/slimgate-503.http"})
     assert "errorfile 503 /run/slimgate-503.http" in with_file
+
+
+def test_the_wrapper_bounds_slow_clients_and_keeps_their_timeout_headers_from_the_replicas():
+    files = {400: "/run/slimgate-400.http", 408: "/run/slimgate-408.http"}
+    text = rewrite(RAY_CFG, {"SLIMGATE_REQUEST_READ_TIMEOUT_S": "7"}, files)
+    lines = text.splitlines()
+    defaults = lines[lines.index("defaults") : lines.index("frontend prometheus")]
+    for want in ("timeout http-request 7s", "option http-buffer-request", f"errorfile 400 {files[400]}"):
+        assert f"    {want}" in defaults
+    assert f"    errorfile 408 {files[408]}" in defaults
+    front = lines[lines.index("frontend http_frontend") : lines.index("backend http-slimgate")]
+    assert "    http-request del-header x-request-timeout-seconds" in front
+    assert "    http-request del-header x-request-disconnect-disabled" in front
+    assert "del-header" not in "\n".join(lines[lines.index("frontend grpc_frontend") :])
+    capped = rewrite(RAY_CFG, {"SLIMGATE_MAX_CONNECTIONS_PER_CLIENT": "300"}).splitlines()
+    for name in ("frontend http_frontend", "frontend grpc_frontend"):
+        section = capped[capped.index(name) + 1 :]
+        assert "    tcp-request connection reject if { sc0_conn_cur gt 300 }" in section[:6]
+    assert sum("stick-table" in x for x in capped) == 2
+    # Without the setting, nothing but the headers changes in those sections.
+    bare = rewrite(RAY_CFG, {})
+    assert "timeout http-request" not in bare and "http-buffer-request" not in bare
+    assert "del-header x-request-timeout-seconds" in bare
+
+
+def test_haproxys_own_errors_are_json_in_the_gateways_shape():
+    import json
+
+    for status, code in ((400, "bad_request"), (408, "request_timeout"), (503, "overloaded")):
+        raw = error_response(status, 3)
+        head, body = raw.split("\r\n\r\n", 1)
+        assert head.startswith(f"HTTP/1.1 {status} ") and "content-type: application/json" in head
+        assert f"content-length: {len(body)}" in head and "connection: close" in head
+        assert json.loads(body)["error"]["code"] == code
+        assert ("retry-after: 3" in head) == (status == 503)
 
 
 def test_haproxy_accepts_the_rewritten_config(tmp_path):
@@ -121,10 +156,17 @@ def test_haproxy_accepts_the_rewritten_config(tmp_path):
         "defaults\n",
         "defaults\n    mode http\n    timeout connect 5s\n    timeout client 5s\n    timeout server 5s\n",
     )
-    shed = tmp_path / "slimgate-503.http"
-    shed.write_text(shed_response(1))
-    env = {"SLIMGATE_LOOPBACK_ONLY": "1", "SLIMGATE_EDGE_MAX_IN_FLIGHT": "8"}
-    cfg.write_text(rewrite(text, env, str(shed)))
+    files = {}
+    for status in (400, 408, 503):
+        files[status] = str(tmp_path / f"slimgate-{status}.http")
+        Path(files[status]).write_text(error_response(status, 1))
+    env = {
+        "SLIMGATE_LOOPBACK_ONLY": "1",
+        "SLIMGATE_EDGE_MAX_IN_FLIGHT": "8",
+        "SLIMGATE_REQUEST_READ_TIMEOUT_S": "10",
+        "SLIMGATE_MAX_CONNECTIONS_PER_CLIENT": "512",
+    }
+    cfg.write_text(rewrite(text, env, files))
     r = subprocess.run([haproxy_binary(), "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -77,7 +77,8 @@ serving.config; the router's constants (ROUTER_ONGOING_HEADROOM, GRPC_SERVICER) 
       "http_options" (dict
         "host" $gw.http.host
         "port" $gw.http.port
-        "request_timeout_s" (addf $gw.limits.request_timeout_s 5))
+        "request_timeout_s" (addf $gw.limits.request_timeout_s 5)
+        "keep_alive_timeout_s" $gw.http.idle_timeout_s)
       "applications" $apps -}}
 {{- if not (kindIs "invalid" $gw.http.grpc_port) -}}
 {{- /* The inference protocol's gRPC service, answered by the router's methods of the same names. */ -}}
