@@ -43,6 +43,7 @@ from collections.abc import Mapping
 
 _BIND = re.compile(r"^(\s*bind\s+)(\S*):(\d+)(.*)$")
 _SERVER = re.compile(r"^(\s*server\s+\S+\s+\S+)(.*)$")
+_MAXCONN = re.compile(r"^(\s*maxconn\s+)(\d+)\s*$")
 _SOCKET = re.compile(r"^(\s*stats\s+socket\s+\S+\s+mode\s+)\d+(.*)$")
 _UDP_LOG = re.compile(r"^(\s*log\s+)(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d+(\s.*)$")
 LOG_RING = "slimgate-log"
@@ -122,11 +123,24 @@ def _per_client(section: str, cap: str | None) -> list[str]:
     return out
 
 
-def rewrite(text: str, env: Mapping[str, str], error_files: Mapping[int, str] | None = None) -> str:
+def fitting_maxconn(max_fds: int) -> int:
+    """The most connections HAProxy can hold within ``max_fds`` descriptors: two per connection, a
+    pipe pair per four for splicing (maxpipes = maxconn / 4), and room for listeners and threads."""
+    return max(64, (max_fds - 256) * 2 // 5)
+
+
+def rewrite(
+    text: str,
+    env: Mapping[str, str],
+    error_files: Mapping[int, str] | None = None,
+    max_fds: int | None = None,
+) -> str:
     """The config with slimgate's edits (see the module docstring) for the settings in ``env``.
 
     ``error_files``: status -> where :func:`error_response` wrote it. Ray's template turns every 503
     of HAProxy's into a 500, so a request that waited for a replica in vain gets the 503 instead.
+    ``max_fds``: the descriptors HAProxy may open; a ``maxconn`` needing more (HAProxy would refuse
+    to start) is lowered to fit, with a comment saying so.
     """
     files = dict(error_files or {})
     shed_file = files.get(503)
@@ -143,6 +157,12 @@ def rewrite(text: str, env: Mapping[str, str], error_files: Mapping[int, str] | 
     section = ""
     for line in text.splitlines():
         stripped = line.strip()
+        if section == "global" and max_fds and (m := _MAXCONN.match(line)):
+            fits = fitting_maxconn(max_fds)
+            if int(m.group(2)) > fits:
+                out.append(f"    # slimgate: maxconn {m.group(2)} lowered to fit {max_fds} descriptors")
+                out.append(f"{m.group(1)}{fits}")
+                continue
         if section == "global" and (m := _SOCKET.match(line)):
             out.append(f"{m.group(1)}600{m.group(2)}")
             continue
@@ -213,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         for status, file in files.items():
             with open(file, "w", encoding="utf-8") as f:
                 f.write(error_response(status, retry_after))
-        new = rewrite(text, env, files)
+        new = rewrite(text, env, files, raise_fd_limit())
         if new != text:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(new)
@@ -225,6 +245,18 @@ def main(argv: list[str] | None = None) -> None:
     die_with_parent()
     binary = real_binary(env)
     os.execv(binary, [binary, *args])
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's descriptor limit to its hard limit (HAProxy, exec'd next, keeps it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def die_with_parent() -> None:

@@ -200,10 +200,11 @@ class HttpConfig(Section):
         15, description="Seconds an idle keep-alive connection is kept open between requests."
     )
     max_connections: Annotated[StrictPositiveInt, Field(ge=256, le=1_000_000)] = Field(
-        8192,
+        4096,
         description="Client connections HAProxy holds at once (its maxconn); beyond it new connections "
-        "wait in the kernel's queue. Each costs two file descriptors (the hard `ulimit -n` must allow "
-        "twice this and a little more) and, while a request is being read, a 16 KiB buffer.",
+        "wait in the kernel's queue. Each costs about 2.5 file descriptors (its own, its server's, a "
+        "share of splice pipes) and, while a request is being read, a 16 KiB buffer. Where the hard "
+        "`ulimit -n` allows fewer, HAProxy is started with what it allows and says so in its log.",
     )
     max_connections_per_client: Annotated[StrictPositiveInt, Field(le=1_000_000)] | None = Field(
         512,

@@ -135,6 +135,45 @@ def test_the_wrapper_bounds_slow_clients_and_keeps_their_timeout_headers_from_th
     assert "del-header x-request-timeout-seconds" in bare
 
 
+def test_a_maxconn_beyond_the_descriptor_limit_is_lowered_to_fit(tmp_path):
+    """HAProxy refuses to start when maxconn needs more descriptors than it may open."""
+    from serving.haproxy_wrapper import fitting_maxconn
+    from serving.ray_env import haproxy_binary
+
+    text = RAY_CFG.replace("global\n", "global\n    maxconn 8192\n")
+    assert "    maxconn 8192" in rewrite(text, {}, max_fds=1 << 20).splitlines()
+    lowered = rewrite(text, {}, max_fds=20000)
+    assert f"    maxconn {fitting_maxconn(20000)}" in lowered.splitlines() and "lowered" in lowered
+    # What it is lowered to is what the real binary accepts under that limit.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        "global\n    maxconn 8192\n    nbthread 4\n"
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n"
+        "    option splice-request\n    option splice-response\n"
+        f"frontend f\n    bind 127.0.0.1:{port}\n    http-request return status 200\n"
+    )
+    cfg.write_text(rewrite(cfg.read_text(), {}, max_fds=4096))
+    proc = subprocess.Popen(
+        ["bash", "-c", f'ulimit -n 4096 && exec "{haproxy_binary()}" -db -f {cfg}'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=2)
+    except subprocess.TimeoutExpired:  # still running: it started
+        proc.kill()
+        out, _ = proc.communicate()
+    else:
+        raise AssertionError(f"haproxy exited {proc.returncode}: {out}")
+    assert "Cannot raise FD limit" not in out
+
+
 def test_haproxys_own_errors_are_json_in_the_gateways_shape():
     import json
 
