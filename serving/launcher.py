@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from serving.translation import serve_config
 
 # How long HAProxy may take to answer the requests it accepted before a stop: the longest a
 # served request takes here is well under a second; a stop must fit in ten (serving.supervisor).
-DRAIN_S = 3.0
+DRAIN_S = 2.0
 
 
 def run_gateway(
@@ -90,14 +91,25 @@ def run_gateway(
         pass
     finally:
         print("slimgate: stopping the gateway", file=sys.stderr)
+        t0 = time.monotonic()
+
+        def done(step: str) -> None:
+            print(f"slimgate: {step} ({time.monotonic() - t0:.1f} s)", file=sys.stderr)
+
         if cfg.http.ingress == "haproxy":
             # Clients first: no new connection is accepted, and what was accepted is answered while
-            # the replicas are still there to answer it.
+            # the replicas are still there to answer it. Then nothing can reach a replica, so the
+            # cluster goes at once: Serve's own shutdown (seconds of draining replicas that have
+            # nothing left to drain) would only spend the stop's time.
             stop_haproxy(runtime_dir, timeout_s=DRAIN_S, drain=True)
-        serve.shutdown()
+            done("HAProxy drained")
+        else:
+            serve.shutdown()  # Ray's HTTP proxies drain what they accepted
+            done("Serve shut down")
         ray.shutdown()
         stop_haproxy(runtime_dir)
         shutil.rmtree(runtime_dir, ignore_errors=True)
+        done("stopped")
 
 
 def with_decisions(cfg: GatewayConfig, state: Path) -> GatewayConfig:
