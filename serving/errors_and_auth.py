@@ -43,6 +43,14 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+class MethodNotAllowed(ApiError):
+    """405, with the methods the path does allow (RFC 9110 requires them in ``Allow``)."""
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        self.allowed = sorted(set(allowed))
+
+
 class Refusal(ApiError):
     """A domain error with a fixed status and code (class attributes), raised with a message only."""
 
@@ -77,6 +85,8 @@ def render(
     headers: dict[str, str] = {}
     if api.status == 401:
         headers["www-authenticate"] = "Bearer"
+    if isinstance(api, MethodNotAllowed):
+        headers["allow"] = ", ".join(api.allowed)
     if retry_after_s is not None:
         headers["retry-after"] = str(retry_after_s)
     return api.status, headers, orjson.dumps(body)

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from serving import oip
 from serving.admission import AdmissionControl
 from serving.dataplane import Dataplane, RouteTable, Served
-from serving.errors_and_auth import AdminToken, ApiError, render
+from serving.errors_and_auth import AdminToken, ApiError, MethodNotAllowed, render
 from serving.metrics import ERRORS, FEEDBACK, FEEDBACK_CORRECT, SHED
 from serving.metrics_recording import GatewayMetrics
 from serving.names import GATEWAY_MODEL
@@ -122,11 +122,13 @@ class HttpApi:
 
     # -- dispatch -------------------------------------------------------------------------
     def _route(self, method: str, path: str) -> tuple[Handler, list[str]]:
+        if path == "/v2/":
+            path = "/v2"  # the protocol's server metadata path, written with its trailing slash
         handler = self._exact.get((method, path))
         if handler is not None:
             return handler, []
         if path in self._paths:
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+            raise MethodNotAllowed(method, path, [m for m, p in self._exact if p == path])
         parts = path.split("/")
         # ['', 'v2', 'models', name, ...]
         if len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models" and parts[3]:
@@ -138,8 +140,9 @@ class HttpApi:
                 handler = self._model_routes.get((method, action))
                 if handler is not None:
                     return handler, [parts[3]]
-                if any(a == action for _, a in self._model_routes):
-                    raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+                allowed = [m for m, a in self._model_routes if a == action]
+                if allowed:
+                    raise MethodNotAllowed(method, path, allowed)
         raise ApiError(404, "not_found", f"no such endpoint: {method} {path}")
 
     async def handle(self, request: Request) -> Response:

@@ -151,6 +151,16 @@ def decode_infer(body: bytes, header_length: str | None, limits: LimitsConfig) -
                 f"input {INPUT_NAME!r} must have datatype BYTES, got {tensor.get('datatype')!r}",
             )
         shape = _shape(tensor, where)
+        if not shape:
+            raise _bad(
+                "invalid_shape", f"input {INPUT_NAME!r} must have at least one dimension (texts), got []"
+            )
+        if raw is None and not isinstance(tensor.get("data"), list):
+            # The protocol's tensor data is a JSON array (flat or nested), never a bare value.
+            raise _bad(
+                "invalid_data",
+                f"input {INPUT_NAME!r}: data must be a list, got {type(tensor.get('data')).__name__}",
+            )
         data = decode_bytes_elements(raw, where) if raw is not None else _flatten(tensor.get("data"))
         if int(np.prod(shape)) != len(data):
             raise _bad("invalid_shape", f"input {INPUT_NAME!r} has shape {shape} but {len(data)} elements")

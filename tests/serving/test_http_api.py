@@ -120,8 +120,18 @@ def test_unknown_routes_and_methods(client):
     }
     r = client.get("/v1/predict")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"  # RFC 9110: a 405 names what the path allows
     r = client.get("/v2/models/slimgate/infer")
     assert r.status_code == 405 and "error" in r.json() and isinstance(r.json()["error"], str)
+    assert r.headers["allow"] == "POST"
+    for path in ("/v2/health/live", "/v2/models/slimgate", "/v2/models/slimgate/versions/1/ready"):
+        r = client.request("TRACE", path)
+        assert r.status_code == 405 and r.headers["allow"] == "GET", path
+
+
+def test_the_server_metadata_path_answers_with_its_trailing_slash(client):
+    plain, slashed = client.get("/v2"), client.get("/v2/")
+    assert plain.status_code == slashed.status_code == 200 and plain.json() == slashed.json()
 
 
 def test_v2_errors_use_the_protocols_shape(client):

@@ -112,6 +112,12 @@ def _binary(elements: list[bytes], declared: int | None = None) -> tuple[bytes, 
         ((_json(["a"], datatype="FP32"), None), "invalid_datatype"),
         ((_json(["a", "b"], shape=[3]), None), "invalid_shape"),
         ((_json(["a"], shape=[-1]), None), "invalid_shape"),
+        # Schemathesis found these accepted: data that is not a list, and a 0-d shape for texts.
+        ((b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":"AAA"}]}', None), "invalid_data"),
+        (
+            (b'{"inputs":[{"name":"text","shape":[],"datatype":"BYTES","data":["AAA"]}]}', None),
+            "invalid_shape",
+        ),
         ((_json(["a"], outputs=["logits"]), None), "unknown_output"),
         ((_json([1]), None), "invalid_field"),
         ((b'"nope"', None), "invalid_body"),
