@@ -3,8 +3,8 @@
 Ray Serve's HAProxy ingress writes ``haproxy.cfg`` from its own template and runs
 ``haproxy -f <cfg> ...`` (and again with ``-sf <old pids>`` on every reload). It has no setting for
 two things slimgate needs, so this wrapper, named by ``RAY_SERVE_HAPROXY_BINARY_PATH``, rewrites
-the file in place and then runs the real binary with the same arguments as its child, kept
-running by :mod:`serving.haproxy_keeper` (this process keeps the command line Ray checks):
+the file in place and then ``exec``\\ s the real binary with the same arguments (same pid, same
+command line, which Ray checks):
 
 * **Loopback on one host** (``SLIMGATE_LOOPBACK_ONLY=1``): the template binds its stats page and
   Prometheus exporter on every interface; every ``bind`` is moved to 127.0.0.1, except the gateway's
@@ -40,9 +40,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-
-from serving.haproxy_keeper import keep
-from serving.process_fate import stop_with_parent
 
 _BIND = re.compile(r"^(\s*bind\s+)(\S*):(\d+)(.*)$")
 _SERVER = re.compile(r"^(\s*server\s+\S+\s+\S+)(.*)$")
@@ -241,17 +238,13 @@ def main(argv: list[str] | None = None) -> None:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(new)
     runtime = env.get("SLIMGATE_RUNTIME_DIR")
-
-    def note(pid: int) -> None:
-        # slimgate stops what it started when the gateway stops (this keeper and each HAProxy).
-        if runtime:
-            with open(os.path.join(runtime, "haproxy.pids"), "a", encoding="utf-8") as f:
-                f.write(f"{pid}\n")
-
-    note(os.getpid())
-    stop_with_parent()
+    if runtime:
+        # The pid survives exec: slimgate stops what it started when the gateway stops.
+        with open(os.path.join(runtime, "haproxy.pids"), "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+    die_with_parent()
     binary = real_binary(env)
-    sys.exit(keep([binary, *args], preexec=stop_with_parent, on_start=note))
+    os.execv(binary, [binary, *args])
 
 
 def raise_fd_limit() -> int:
@@ -264,6 +257,23 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the one that started it (Ray's HAProxy manager) dies.
+
+    It survives ``exec``: an HAProxy left behind by a Ray torn down without a goodbye (the whole
+    process group signalled by Ctrl-C or a service manager, before slimgate could stop it) would
+    keep the gateway's port and refuse the next ``slimgate serve``.
+    """
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":
