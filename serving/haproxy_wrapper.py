@@ -41,6 +41,8 @@ import re
 import sys
 from collections.abc import Mapping
 
+from serving.process_fate import stop_with_parent
+
 _BIND = re.compile(r"^(\s*bind\s+)(\S*):(\d+)(.*)$")
 _SERVER = re.compile(r"^(\s*server\s+\S+\s+\S+)(.*)$")
 _MAXCONN = re.compile(r"^(\s*maxconn\s+)(\d+)\s*$")
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         # The pid survives exec: slimgate stops what it started when the gateway stops.
         with open(os.path.join(runtime, "haproxy.pids"), "a", encoding="utf-8") as f:
             f.write(f"{os.getpid()}\n")
-    die_with_parent()
+    stop_with_parent()
     binary = real_binary(env)
     os.execv(binary, [binary, *args])
 
@@ -257,23 +259,6 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the one that started it (Ray's HAProxy manager) dies.
-
-    It survives ``exec``: an HAProxy left behind by a Ray torn down without a goodbye (the whole
-    process group signalled by Ctrl-C or a service manager, before slimgate could stop it) would
-    keep the gateway's port and refuse the next ``slimgate serve``.
-    """
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -15,22 +15,16 @@ the kernel sends the child SIGTERM (``PR_SET_PDEATHSIG``), so nothing outlives i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from serving.process_fate import stop_with_parent
+
 IN_SESSION = "SLIMGATE_SERVE_IN_SESSION"
-PR_SET_PDEATHSIG = 1
 KILLED_STATUS = 1
-
-
-def _stop_with_parent() -> None:
-    """In the child before exec: SIGTERM when this (the parent) process dies, however it dies."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _kill_session(pid: int) -> None:
@@ -45,7 +39,7 @@ def supervise(command: list[str], grace_s: float) -> int:
         command,
         env={**os.environ, IN_SESSION: "1"},
         start_new_session=True,
-        preexec_fn=_stop_with_parent,
+        preexec_fn=stop_with_parent,
     )
     deadline: list[float] = []
 

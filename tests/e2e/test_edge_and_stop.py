@@ -3,8 +3,8 @@
 Slow and idle clients: a request must arrive whole within ``http.request_read_timeout_s`` (HAProxy
 answers 408 and closes; in the gateway's JSON once the headers are in), a body shorter than it
 declared never takes a router's slot, one client address holds at most
-``http.max_connections_per_client`` connections, and a 1 MB header gets a 400. (Before: slowloris and idle connections locked every client
-out; 80 unfinished bodies made 99% of normal requests 503.)
+``http.max_connections_per_client`` connections, and a 1 MB header gets a 400. (Before: slowloris
+and idle connections locked every client out; 80 unfinished bodies made 99% of normal requests 503.)
 
 Then SIGTERM to `slimgate serve`'s process group, as systemd or a terminal sends it: the gateway
 drains what it accepted, stops within seconds with status 0, leaves no process behind and frees
