@@ -32,6 +32,7 @@ from serving.metrics import ERRORS, FEEDBACK, FEEDBACK_CORRECT, SHED
 from serving.metrics_recording import GatewayMetrics
 from serving.names import GATEWAY_MODEL
 from serving.requests import decode_json, parse_predict, too_large
+from serving.variant_clients import VariantInfo
 
 log = logging.getLogger("ray.serve")
 JSON = "application/json"
@@ -117,6 +118,7 @@ class HttpApi:
         self._model_routes: dict[tuple[str, str], Handler] = {
             ("GET", ""): self.model_metadata,
             ("GET", "ready"): self.model_ready,
+            ("GET", "config"): self.model_config,
             ("POST", "infer"): self.infer,
         }
 
@@ -273,19 +275,27 @@ class HttpApi:
         known = [GATEWAY_MODEL, *sorted(table.cfg.variants)]
         raise ApiError(404, "unknown_model", f"model {name!r} not found (known: {', '.join(known)})")
 
-    async def model_metadata(self, _r: Request, table: RouteTable, params: list[str]) -> Response:
-        key = self._model(table, params[0])
-        target = key or table.stable
-        client = self.dp.variants.get(target)
+    def _described(self, table: RouteTable, name: str) -> tuple[str | None, VariantInfo, str]:
+        """The variant ``name`` names (None: the routed model), what it serves, and its platform."""
+        key = self._model(table, name)
+        client = self.dp.variants.get(key or table.stable)
         info = client.info if client is not None else None
         if info is None:
-            raise ApiError(503, "unavailable", f"variant {target} is not ready")
-        if key is None:
-            return json_response(
-                oip.metadata(GATEWAY_MODEL, [table.revision], "slimgate-router", len(info.labels))
-            )
-        platform = f"{info.backend}/{info.precision}"
-        return json_response(oip.metadata(key, [str(info.version)], platform, len(info.labels)))
+            raise ApiError(503, "unavailable", f"variant {key or table.stable} is not ready")
+        return key, info, f"{info.backend}/{info.precision}" if key else "slimgate-router"
+
+    async def model_metadata(self, _r: Request, table: RouteTable, params: list[str]) -> Response:
+        key, info, platform = self._described(table, params[0])
+        versions = [str(info.version)] if key else [table.revision]
+        return json_response(oip.metadata(key or GATEWAY_MODEL, versions, platform, len(info.labels)))
+
+    async def model_config(self, _r: Request, table: RouteTable, params: list[str]) -> Response:
+        key, info, platform = self._described(table, params[0])
+        batching = table.cfg.variants[key].batching if key else None
+        max_inputs = table.cfg.limits.max_inputs
+        return json_response(
+            oip.model_config(key or GATEWAY_MODEL, platform, len(info.labels), max_inputs, batching)
+        )
 
     async def model_ready(self, _r: Request, table: RouteTable, params: list[str]) -> Response:
         key = self._model(table, params[0]) or table.stable

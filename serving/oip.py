@@ -42,6 +42,33 @@ def metadata(name: str, versions: list[str], platform: str, label_count: int) ->
     }
 
 
+def model_config(
+    name: str, platform: str, label_count: int, max_inputs: int, batching: Any | None
+) -> dict[str, Any]:
+    """The model configuration extension (Triton's ``ModelConfig`` as JSON), which Triton's own
+    tools (perf_analyzer) ask for before their first inference. ``max_batch_size`` 0: the texts of
+    a request are its own first dimension (up to ``max_inputs``); how the gateway coalesces
+    requests (``batching``: a variant's ``BatchingSpec``, None for the routed model) is stated in
+    ``parameters`` rather than as Triton's dynamic batcher, which it is not."""
+    params = {"max_inputs": str(max_inputs)}
+    if batching is not None:
+        params |= {
+            "coalesced_batch_size": str(batching.max_batch_size),
+            "batch_wait_timeout_s": f"{batching.batch_wait_timeout_s:g}",
+        }
+    return {
+        "name": name,
+        "platform": platform,
+        "max_batch_size": 0,
+        "input": [{"name": INPUT_NAME, "data_type": "TYPE_STRING", "dims": [-1]}],
+        "output": [
+            {"name": "label", "data_type": "TYPE_STRING", "dims": [-1]},
+            {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1, label_count]},
+        ],
+        "parameters": {k: {"string_value": v} for k, v in params.items()},
+    }
+
+
 @dataclass(frozen=True)
 class RequestedOutput:
     name: str

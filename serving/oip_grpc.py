@@ -29,7 +29,7 @@ from serving.errors_and_auth import ApiError, as_api_error
 from serving.metrics import SHED
 from serving.metrics_recording import GatewayMetrics
 from serving.names import GATEWAY_MODEL
-from serving.oip import INPUT_NAME, OUTPUTS, decode_bytes_elements, encode_bytes_elements
+from serving.oip import INPUT_NAME, OUTPUTS, decode_bytes_elements, encode_bytes_elements, model_config
 from serving.requests import check_texts
 
 STATUS = {
@@ -170,6 +170,23 @@ class GrpcApi:
                 t(name="probabilities", datatype="FP32", shape=[-1, len(info.labels)]),
             ],
         )
+
+    async def ModelConfig(self, req: Any, table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
+        from google.protobuf import json_format
+        from tritonclient.grpc import model_config_pb2
+
+        key = self._model(table, req.name)
+        client = self.dp.variants.get(key or table.stable)
+        info = client.info if client is not None else None
+        if info is None:
+            raise ApiError(503, "unavailable", f"variant {key or table.stable} is not ready")
+        platform = f"{info.backend}/{info.precision}" if key else "slimgate-router"
+        batching = table.cfg.variants[key].batching if key else None
+        config = model_config(
+            key or GATEWAY_MODEL, platform, len(info.labels), table.cfg.limits.max_inputs, batching
+        )
+        # The same content as over HTTP, in the protocol's message.
+        return _pb().ModelConfigResponse(config=json_format.ParseDict(config, model_config_pb2.ModelConfig()))
 
     async def ModelInfer(self, req: Any, table: RouteTable, md: dict[str, str]) -> Any:  # noqa: N802
         pb = _pb()

@@ -310,5 +310,8 @@ class Router:
     async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
         return await self._rpc("ModelMetadata", request, grpc_context)
 
+    async def ModelConfig(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+        return await self._rpc("ModelConfig", request, grpc_context)
+
     async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
         return await self._rpc("ModelInfer", request, grpc_context)

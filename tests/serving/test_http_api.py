@@ -155,6 +155,23 @@ def test_v2_metadata_ready_and_infer_json(client):
     assert r.json()["outputs"][0]["data"] == [LABELS[1]] and r.json()["model_version"] == "1"
 
 
+def test_the_model_configuration_is_what_triton_tools_ask_for(client):
+    """perf_analyzer stops before its first inference without it."""
+    routed = client.get("/v2/models/slimgate/config")
+    assert routed.status_code == 200
+    cfg = routed.json()
+    assert cfg["name"] == "slimgate" and cfg["max_batch_size"] == 0
+    assert cfg["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1]}]
+    assert [o["name"] for o in cfg["output"]] == ["label", "probabilities"] and cfg["output"][1]["dims"] == [
+        -1,
+        3,
+    ]
+    assert "coalesced_batch_size" not in cfg["parameters"] and cfg["parameters"]["max_inputs"]["string_value"]
+    variant = client.get("/v2/models/canary/versions/1/config").json()
+    assert variant["name"] == "canary" and "coalesced_batch_size" in variant["parameters"]
+    assert client.get("/v2/models/ghost/config").status_code == 404
+
+
 def test_v2_infer_with_tritonclients_binary_defaults(client):
     from tritonclient.http._utils import _get_inference_request
 

@@ -92,6 +92,9 @@ def test_health_and_metadata(api):
     assert _call(api, "ModelReady", service_pb2.ModelReadyRequest(name="canary")).ready
     meta = _call(api, "ModelMetadata", service_pb2.ModelMetadataRequest(name="stable"))
     assert meta.inputs[0].name == "text" and list(meta.outputs[1].shape) == [-1, 3]
+    config = _call(api, "ModelConfig", service_pb2.ModelConfigRequest(name="stable")).config
+    assert config.name == "stable" and config.max_batch_size == 0 and list(config.output[1].dims) == [-1, 3]
+    assert config.input[0].name == "text" and "coalesced_batch_size" in config.parameters
 
 
 @pytest.mark.parametrize(
