@@ -39,8 +39,25 @@ STATUS = {
     409: grpc.StatusCode.ALREADY_EXISTS,
     413: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+# The service's unary methods slimgate does not serve: each answers UNIMPLEMENTED with a plain
+# message (left to Ray Serve, a missing method was UNKNOWN with the router's private method names).
+UNIMPLEMENTED = (
+    "ModelStatistics",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+    "TraceSetting",
+    "LogSettings",
+)
 
 
 def add_servicer(servicer: Any, server: Any) -> None:
@@ -106,9 +123,12 @@ class GrpcApi:
     async def call(self, method: str, request: Any, context: Any) -> Any:
         """Run one RPC; a failure sets the call's status and details and returns an empty reply."""
         pb = _pb()
+        empty = getattr(pb, f"{method}Response")
+        if method in UNIMPLEMENTED:
+            missing = ApiError(501, "unimplemented", f"slimgate does not implement {method}")
+            return self._fail(context, missing, empty())
         handler = getattr(self, method)
         shed = self.admission.try_admit()
-        empty = getattr(pb, f"{method}Response")
         if shed is not None:
             self.metrics.inc(SHED, reason=shed)
             overloaded = ApiError(503, "overloaded", "the gateway is at capacity; retry later")

@@ -52,7 +52,7 @@ from serving.metrics import (
 )
 from serving.metrics_recording import GatewayMetrics
 from serving.names import VARIANT_APP_PREFIX, VARIANT_DEPLOYMENT
-from serving.oip_grpc import GrpcApi
+from serving.oip_grpc import UNIMPLEMENTED, GrpcApi
 from serving.variant_clients import (
     InlineVariant,
     RemoteVariant,
@@ -315,3 +315,18 @@ class Router:
 
     async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
         return await self._rpc("ModelInfer", request, grpc_context)
+
+
+def _rpc_method(method: str) -> Any:
+    async def rpc(self: Router, request: Any, grpc_context: Any = None) -> Any:
+        return await self._rpc(method, request, grpc_context)
+
+    rpc.__name__ = rpc.__qualname__ = method
+    return rpc
+
+
+# Ray Serve's gRPC ingress calls the router's method named after the RPC: the ones slimgate does
+# not serve exist too, so that they answer UNIMPLEMENTED (serving.oip_grpc) rather than Ray's own
+# error naming the router's methods.
+for _method in UNIMPLEMENTED:
+    setattr(Router, _method, _rpc_method(_method))

@@ -504,6 +504,13 @@ def test_the_inference_protocol_over_grpc_with_tritonclient_at_its_defaults(gate
     with pytest.raises(InferenceServerException) as err:
         client.infer("ghost", [inp])
     assert "NOT_FOUND" in str(err.value.status()) and "ghost" in err.value.message()
+    # What perf_analyzer asks for first, and a method slimgate does not serve: a plain UNIMPLEMENTED.
+    config = client.get_model_config("stable").config
+    assert config.name == "stable" and config.max_batch_size == 0 and config.input[0].name == "text"
+    with pytest.raises(InferenceServerException) as err:
+        client.get_inference_statistics("stable")
+    assert "UNIMPLEMENTED" in str(err.value.status())
+    assert err.value.message() == "slimgate does not implement ModelStatistics"
     client.close()
 
 
