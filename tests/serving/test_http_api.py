@@ -9,7 +9,7 @@ import pytest
 import tritonclient.http as httpclient
 from starlette.requests import Request
 from starlette.testclient import TestClient
-from support import LABELS, FakeVariant, MemorySink
+from support import INTERNALS, LABELS, FakeVariant, MemorySink
 
 from serving.admission import AdmissionControl
 from serving.config import parse_config
@@ -248,3 +248,37 @@ def test_a_client_error_is_counted_but_a_served_request_is_not(app, client):
     client.post("/v1/predict", json={"inputs": ["a"]})
     app.dp.metrics.flush()
     assert app.sink.count("slimgate_errors", variant="none", kind="client_error") == 1
+
+
+def test_no_error_on_any_http_path_names_python_internals(client):
+    bodies = [
+        (method, path, body)
+        for method, path, body in (
+            ("POST", "/v1/predict", b'{"inputs": ['),
+            ("POST", "/v1/predict", b'{"inputs": ["\xff"]}'),
+            ("POST", "/v1/predict", b'{"inputs": [1]}'),
+            ("POST", "/v1/feedback", b'{"request_id": 3}'),
+            ("GET", "/v1/predict", b""),
+            ("GET", "/v1/nope", b""),
+            ("GET", "/v2/models/ghost", b""),
+            ("GET", "/v2/models/ghost/config", b""),
+            (
+                "POST",
+                "/v2/models/slimgate/infer",
+                b'{"inputs": [{"name": "text", "shape": [], "data": "x"}]}',
+            ),
+            (
+                "POST",
+                "/v2/models/slimgate/infer",
+                b'{"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}',
+            ),
+            ("TRACE", "/v2/health/live", b""),
+            ("GET", "/admin/config", b""),
+        )
+    ]
+    for method, path, body in bodies:
+        r = client.request(method, path, content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (method, path, r.status_code)
+        error = r.json()["error"]
+        message = error if isinstance(error, str) else error["message"]
+        assert not INTERNALS.search(message), (path, message)

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from support import LABELS, FakeVariant, MemorySink
+from support import INTERNALS, LABELS, FakeVariant, MemorySink
 from tritonclient.grpc import service_pb2
 from tritonclient.grpc._utils import _get_inference_request
 
@@ -119,6 +119,7 @@ def test_bad_calls_get_a_status_and_a_message(api, request_, code, fragment):
     ctx = Context()
     _call(api, "ModelInfer", request_, ctx)
     assert ctx.code == code and fragment in ctx.details
+    assert not INTERNALS.search(ctx.details), ctx.details  # no class, module or private name
 
 
 def test_every_method_of_the_service_is_answered_and_the_unserved_ones_are_unimplemented(api):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import time
@@ -189,3 +190,9 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: f
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()
+
+
+# What a refusal may not say, on any surface: a Python class, a module or file path, a private name.
+INTERNALS = re.compile(
+    r"\b\w*(?:Error|Exception)\b|\.py\b|\b(?:serving|variants|ray|starlette)\.\w|\b_[a-z]\w*\b"
+)
