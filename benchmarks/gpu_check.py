@@ -188,7 +188,7 @@ def run(data: Path, device: str, small: bool, texts: int | None, json_out: Path 
     n = min(texts or (64 if small else 2000), meta["texts"])
     inputs = {k: v[:n] for k, v in inputs.items()}
     sizes = (1, 32) if small else (1, 32, 256)
-    repeats = 5 if small else 30
+    repeats = 3 if small else 30
     print(f"device: {device_name(device)}")
     print(f"texts: {n} of the test split (agreement against the registry's CPU fp32 predictions)")
     rows: list[dict[str, Any]] = []
