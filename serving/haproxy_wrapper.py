@@ -1,10 +1,11 @@
-"""``slimgate-haproxy``: the HAProxy binary Ray Serve starts, with slimgate's two edits to its config.
+"""``slimgate-haproxy``: the HAProxy binary Ray Serve starts, with slimgate's edits to its config.
 
 Ray Serve's HAProxy ingress writes ``haproxy.cfg`` from its own template and runs
 ``haproxy -f <cfg> ...`` (and again with ``-sf <old pids>`` on every reload). It has no setting for
-two things slimgate needs, so this wrapper, named by ``RAY_SERVE_HAPROXY_BINARY_PATH``, rewrites
-the file in place and then ``exec``\\ s the real binary with the same arguments (same pid, same
-command line, which Ray checks):
+what slimgate needs, so this wrapper, named by ``RAY_SERVE_HAPROXY_BINARY_PATH``, rewrites the
+file in place (once: the file starts with :data:`EDITED` after) and then runs the real binary with
+Ray's arguments under a keeper (:mod:`serving.haproxy_keeper`) that restarts HAProxy at once when
+it dies. The edits:
 
 * **Loopback on one host** (``SLIMGATE_LOOPBACK_ONLY=1``): the template binds its stats page and
   Prometheus exporter on every interface; every ``bind`` is moved to 127.0.0.1, except the gateway's
@@ -30,6 +31,10 @@ command line, which Ray checks):
   gateway's JSON error shape (:data:`ERRORS`), not HTML. One client address may hold at most
   ``SLIMGATE_MAX_CONNECTIONS_PER_CLIENT`` connections (``http.max_connections_per_client``).
 
+* **No 404 before the first route**: a config with no route (a HAProxy Ray has just started, before
+  the controller's first push) answers 503 + ``Retry-After`` instead of the template's 404.
+* **The admin socket moves** to ``<path>.haproxy``; the keeper serves Ray's path.
+
 The rewrite is a pure function of the text (:func:`rewrite`), unit-tested on Ray's template output.
 """
 
@@ -41,6 +46,7 @@ import re
 import sys
 from collections.abc import Mapping
 
+from serving.haproxy_keeper import Keeper, move_admin_socket
 from serving.process_fate import stop_with_parent
 
 _BIND = re.compile(r"^(\s*bind\s+)(\S*):(\d+)(.*)$")
@@ -49,6 +55,7 @@ _MAXCONN = re.compile(r"^(\s*maxconn\s+)(\d+)\s*$")
 _SOCKET = re.compile(r"^(\s*stats\s+socket\s+\S+\s+mode\s+)\d+(.*)$")
 _UDP_LOG = re.compile(r"^(\s*log\s+)(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d+(\s.*)$")
 LOG_RING = "slimgate-log"
+EDITED = "# slimgate: edited by slimgate-haproxy (serving/haproxy_wrapper.py)\n"
 _RING = [
     "# slimgate: HAProxy's log in memory, no socket (`show events slimgate-log` on the admin socket)",
     f"ring {LOG_RING}",
@@ -97,6 +104,20 @@ def _shed_rules(retry_after_s: int) -> list[str]:
         f"string {quoted[0]} if {cond} {{ path_beg /v2 }}",
         f"    http-request return status 503 content-type application/json hdr retry-after {retry_after_s} "
         f"string {quoted[1]} if {cond}",
+    ]
+
+
+def _not_ready_rules(retry_after_s: int) -> list[str]:
+    """What a gateway with no route yet answers (a HAProxy just started by Ray, before the
+    controller's first push): 503 + Retry-After, never a 404 that a client would take as final."""
+    message = "the gateway is starting and has no route yet; retry after the Retry-After delay"
+    v1 = json.dumps(json.dumps({"error": {"code": "starting", "message": message}}))
+    v2 = json.dumps(json.dumps({"error": message}))
+    head = f"    http-request return status 503 content-type application/json hdr retry-after {retry_after_s}"
+    return [
+        "    # slimgate: no route yet (the controller has not pushed any): 503 + Retry-After, not 404.",
+        f"{head} string {v2} if {{ path_beg /v2 }}",
+        f"{head} string {v1}",
     ]
 
 
@@ -154,6 +175,8 @@ def rewrite(
     router_backend = "http-" + env.get("SLIMGATE_ROUTER_APP", "slimgate")
     retry_after = int(env.get("SLIMGATE_RETRY_AFTER_S", "1"))
     keep_log = bool(env.get("RAY_SERVE_HAPROXY_LOG_TARGET"))
+    # Before the controller has pushed any route, Ray's template answers every request 404.
+    routeless = not any(line.strip().startswith("use_backend ") for line in text.splitlines())
     ring = False
     out: list[str] = []
     section = ""
@@ -185,6 +208,9 @@ def rewrite(
         if loopback and (m := _BIND.match(line)):
             host = public_host if public_host and m.group(3) in public_ports else "127.0.0.1"
             out.append(f"{m.group(1)}{host}:{m.group(3)}{m.group(4)}")
+            continue
+        if routeless and section == "backend default_backend" and stripped.startswith("http-request return"):
+            out.extend(_not_ready_rules(retry_after))
             continue
         if cap is not None and shed_file and stripped.startswith("errorfile 503 "):
             out.append(line[: len(line) - len(line.lstrip())] + f"errorfile 503 {shed_file}")
@@ -224,29 +250,44 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     env = os.environ
     path = _config_path(args)
+    admin_socket = None
     if path and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        folder = os.path.dirname(os.path.abspath(path))
-        files = {status: os.path.join(folder, error_file(status)) for status in ERRORS}
-        if not env.get("SLIMGATE_EDGE_MAX_IN_FLIGHT"):
-            del files[503]  # nothing is shed at the edge: Ray's own 503 stays
-        retry_after = int(env.get("SLIMGATE_RETRY_AFTER_S", "1"))
-        for status, file in files.items():
-            with open(file, "w", encoding="utf-8") as f:
-                f.write(error_response(status, retry_after))
-        new = rewrite(text, env, files, raise_fd_limit())
-        if new != text:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(new)
+        admin_socket = edit_config(path, env)
     runtime = env.get("SLIMGATE_RUNTIME_DIR")
     if runtime:
-        # The pid survives exec: slimgate stops what it started when the gateway stops.
+        # This pid (the keeper's, or HAProxy's after exec) is what slimgate stops when it stops.
         with open(os.path.join(runtime, "haproxy.pids"), "a", encoding="utf-8") as f:
             f.write(f"{os.getpid()}\n")
     stop_with_parent()
     binary = real_binary(env)
+    if admin_socket:
+        sys.exit(Keeper(binary, args, admin_socket, _log).run())
     os.execv(binary, [binary, *args])
+
+
+def edit_config(path: str, env: Mapping[str, str]) -> str | None:
+    """Rewrite Ray's config file in place (once: an edited file is left as it is) and write the
+    error files it names; the admin socket path Ray uses, which the keeper serves."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text.startswith(EDITED):
+        return move_admin_socket(text)[1]
+    folder = os.path.dirname(os.path.abspath(path))
+    files = {status: os.path.join(folder, error_file(status)) for status in ERRORS}
+    if not env.get("SLIMGATE_EDGE_MAX_IN_FLIGHT"):
+        del files[503]  # nothing is shed at the edge: Ray's own 503 stays
+    retry_after = int(env.get("SLIMGATE_RETRY_AFTER_S", "1"))
+    for status, file in files.items():
+        with open(file, "w", encoding="utf-8") as f:
+            f.write(error_response(status, retry_after))
+    new, admin_socket = move_admin_socket(rewrite(text, env, files, raise_fd_limit()))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(EDITED + new)
+    return admin_socket
+
+
+def _log(message: str) -> None:
+    print(f"slimgate-haproxy: {message}", file=sys.stderr, flush=True)
 
 
 def raise_fd_limit() -> int:

@@ -22,3 +22,10 @@ def stop_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() == 1:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    # ``python -S process_fate.py BINARY ARGS...``: run BINARY as this process, stopped with its
+    # parent. A spawner with threads cannot do this in a ``preexec_fn`` safely; an exec step can.
+    stop_with_parent()
+    os.execv(sys.argv[1], sys.argv[1:])

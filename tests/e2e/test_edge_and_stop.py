@@ -25,6 +25,7 @@ import time
 import httpx
 import psutil
 import pytest
+from support import poll_until
 from support.e2e import PORT, TEXT_POOL, Gateway, serving
 
 STOP_BOUND_S = 10.0
@@ -147,6 +148,45 @@ def _traffic(url: str, stop: threading.Event, outcomes: list) -> None:
         except httpx.HTTPError as err:  # reset, cut short or timed out: accepted but not answered
             outcomes.append(type(err).__name__)
         i += 1
+
+
+def _listening_haproxy(gw: Gateway) -> psutil.Process:
+    """The HAProxy that holds the gateway's port (not a draining one from an earlier reload)."""
+    for p in psutil.Process(gw.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.name() == "haproxy" and any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == PORT for c in p.net_connections("tcp")
+            ):
+                return p
+    raise AssertionError("no HAProxy holds the gateway's port")
+
+
+def test_haproxy_killed_outright_is_back_in_seconds_with_its_routes_and_never_answers_404(edge):
+    gw = edge
+    assert gw.predict([TEXT_POOL[0]]).status_code == 200
+    victim = _listening_haproxy(gw)
+    keeper = victim.parent()
+    stop, outcomes = threading.Event(), []
+    sender = threading.Thread(target=_traffic, args=(gw.url, stop, outcomes), daemon=True)
+    sender.start()
+    time.sleep(1.0)
+    before = len(outcomes)
+    victim.kill()  # kill -9, as an SRE's probe or the OOM killer does
+    t0 = time.monotonic()
+    poll_until(lambda: 200 in outcomes[before + 1 :], timeout_s=20, what="a 200 after the kill")
+    back = time.monotonic() - t0
+    time.sleep(1.0)
+    stop.set()
+    sender.join(timeout=20)
+    # Restarted by its keeper from the config that holds the routes, not by Ray's health checks
+    # (three failures 10 s apart, then a HAProxy without routes answering 404).
+    assert back < 10, f"served again {back:.1f} s after the kill"
+    new = _listening_haproxy(gw)
+    assert new.pid != victim.pid and new.parent().pid == keeper.pid
+    assert 404 not in outcomes and all(o == 200 for o in outcomes[:before]), outcomes
+    # In the gap: refused at connect, or cut off in flight on the killed process; nothing else.
+    assert set(outcomes) <= {200, 503, "refused", "RemoteProtocolError", "ReadError"}, outcomes
+    assert outcomes[-5:] == [200] * 5
 
 
 def test_sigterm_to_the_group_drains_and_stops_in_seconds_with_status_0(edge):

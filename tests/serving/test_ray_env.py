@@ -210,9 +210,9 @@ def test_haproxy_accepts_the_rewritten_config(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_the_wrapper_execs_the_real_binary_with_the_same_arguments(tmp_path):
+def test_the_wrapper_runs_the_real_binary_with_rays_arguments(tmp_path):
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(RAY_CFG)
+    cfg.write_text(RAY_CFG.replace("/tmp/x/admin.sock", str(tmp_path / "admin.sock")))
     env = single_host_env(_cfg(), tmp_path)
     fake = tmp_path / "fake-haproxy"
     fake.write_text('#!/bin/sh\necho "ran $@"\n')
