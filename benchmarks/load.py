@@ -37,6 +37,8 @@ class Load:
 
     seconds: float
     latencies: dict[int, list[float]] = field(default_factory=dict)
+    # (seconds from the start when the answer came, status) per answered request, in hey's order.
+    answers: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -107,13 +109,14 @@ def hey(
         args += ["-H", f"{k}: {v}"]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     latencies: dict[int, list[float]] = {}
-    last_offset = 0.0
+    answers: list[tuple[float, int]] = []
     for row in csv.DictReader(io.StringIO(out)):
         status = int(row["status-code"])
         latency = float(row["response-time"])
         latencies.setdefault(status, []).append(latency)
-        last_offset = max(last_offset, float(row["offset"]) + latency)
-    return Load(duration_s if duration_s else last_offset, latencies)
+        answers.append((float(row["offset"]) + latency, status))
+    last = max((t for t, _ in answers), default=0.0)
+    return Load(duration_s if duration_s else last, latencies, answers)
 
 
 def median_of(runs: list[Load]) -> Load:
