@@ -133,6 +133,17 @@ def test_models_are_frozen():
         ("limits.top_k", True, "limits.top_k: Input should be a valid integer"),
         ("limits.max_body_bytes", 1.5, "limits.max_body_bytes: Input should be a valid integer"),
         ("http.port", 70000, "http.port: Input should be less than or equal to 65535"),
+        ("http.request_read_timeout_s", 0, "http.request_read_timeout_s: Input should be greater than 0"),
+        ("http.request_read_timeout_s", "10", "http.request_read_timeout_s: Input should be a valid integer"),
+        (
+            "http.request_read_timeout_s",
+            301,
+            "http.request_read_timeout_s: Input should be less than or equal",
+        ),
+        ("http.idle_timeout_s", -1, "http.idle_timeout_s: Input should be greater than 0"),
+        ("http.max_connections", 100, "http.max_connections: Input should be greater than or equal to 256"),
+        ("http.max_connections_per_client", 0, "http.max_connections_per_client: Input should be greater"),
+        ("http.max_connections_per_client", None, None),  # off: behind a proxy that hides addresses
         ("admin.token_env", "not a name", "admin.token_env: String should match pattern"),
         ("routing.shadow", ["x"], "routing.shadow: unknown field"),
         ("extra", 1, "extra: unknown field"),
