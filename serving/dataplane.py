@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +36,11 @@ from serving.metrics import (
     REQUESTS,
 )
 from serving.metrics_recording import GatewayMetrics
+from serving.names import GATEWAY_MODEL
 from serving.policies import ShadowSampler, WeightedSplit
 from serving.shadow import Mirror
 from serving.slo_guard import Change, SloGuard
-from serving.variant_clients import Answer, VariantClient
+from serving.variant_clients import Answer, VariantClient, VariantInfo
 
 log = logging.getLogger("ray.serve")
 
@@ -98,6 +100,29 @@ def _failure_kind(err: BaseException) -> str:
     return "timeout" if isinstance(err, TimeoutError) else "variant_error"
 
 
+def model_key(table: RouteTable, name: str) -> str | None:
+    """None for the routed gateway model (also an empty name, as gRPC allows), the variant key for
+    a pinned one; 404 for any other name."""
+    if name in ("", GATEWAY_MODEL):
+        return None
+    if name in table.cfg.variants:
+        return name
+    known = [GATEWAY_MODEL, *sorted(table.cfg.variants)]
+    raise ApiError(404, "unknown_model", f"model {name!r} not found (known: {', '.join(known)})")
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """A model as the inference protocol names it: the routed gateway model or a pinned variant."""
+
+    name: str
+    key: str | None  # None: the routed model
+    info: VariantInfo  # what answers it (the stable variant, for the routed model)
+    platform: str
+    versions: list[str]  # the config revision for the routed model, the registry version pinned
+    batching: Any | None  # a pinned variant's coalescing (its BatchingSpec)
+
+
 class Dataplane:
     def __init__(
         self,
@@ -153,6 +178,19 @@ class Dataplane:
     def is_ready(self, key: str) -> bool:
         client = self.variants.get(key)
         return client is not None and client.ready
+
+    def model_view(self, table: RouteTable, name: str) -> ModelView:
+        """The model the inference protocol's ``name`` stands for, for its metadata and config
+        (HTTP and gRPC alike): 404 for a model the gateway does not serve, 503 before it loads."""
+        key = model_key(table, name)
+        client = self.variants.get(key or table.stable)
+        info = client.info if client is not None else None
+        if info is None:
+            raise ApiError(503, "unavailable", f"variant {key or table.stable} is not ready")
+        if key is None:
+            return ModelView(GATEWAY_MODEL, None, info, "slimgate-router", [table.revision], None)
+        platform, batching = f"{info.backend}/{info.precision}", table.cfg.variants[key].batching
+        return ModelView(key, key, info, platform, [str(info.version)], batching)
 
     # -- choosing -------------------------------------------------------------------------
     def choose(self, table: RouteTable, pinned: str | None, sticky: str | None) -> tuple[str, str]:

@@ -26,13 +26,12 @@ from starlette.responses import Response
 
 from serving import oip
 from serving.admission import AdmissionControl
-from serving.dataplane import Dataplane, RouteTable, Served
+from serving.dataplane import Dataplane, RouteTable, Served, model_key
 from serving.errors_and_auth import AdminToken, ApiError, MethodNotAllowed, render
 from serving.metrics import ERRORS, FEEDBACK, FEEDBACK_CORRECT, SHED
 from serving.metrics_recording import GatewayMetrics
 from serving.names import GATEWAY_MODEL
 from serving.requests import decode_json, parse_predict, too_large
-from serving.variant_clients import VariantInfo
 
 log = logging.getLogger("ray.serve")
 JSON = "application/json"
@@ -266,45 +265,23 @@ class HttpApi:
     async def models(self, _r: Request, table: RouteTable, _p: list[str]) -> Response:
         return json_response({"models": [GATEWAY_MODEL, *sorted(table.cfg.variants)]})
 
-    def _model(self, table: RouteTable, name: str) -> str | None:
-        """None for the routed gateway model, the variant key for a pinned one; 404 otherwise."""
-        if name == GATEWAY_MODEL:
-            return None
-        if name in table.cfg.variants:
-            return name
-        known = [GATEWAY_MODEL, *sorted(table.cfg.variants)]
-        raise ApiError(404, "unknown_model", f"model {name!r} not found (known: {', '.join(known)})")
-
-    def _described(self, table: RouteTable, name: str) -> tuple[str | None, VariantInfo, str]:
-        """The variant ``name`` names (None: the routed model), what it serves, and its platform."""
-        key = self._model(table, name)
-        client = self.dp.variants.get(key or table.stable)
-        info = client.info if client is not None else None
-        if info is None:
-            raise ApiError(503, "unavailable", f"variant {key or table.stable} is not ready")
-        return key, info, f"{info.backend}/{info.precision}" if key else "slimgate-router"
-
     async def model_metadata(self, _r: Request, table: RouteTable, params: list[str]) -> Response:
-        key, info, platform = self._described(table, params[0])
-        versions = [str(info.version)] if key else [table.revision]
-        return json_response(oip.metadata(key or GATEWAY_MODEL, versions, platform, len(info.labels)))
+        v = self.dp.model_view(table, params[0])
+        return json_response(oip.metadata(v.name, v.versions, v.platform, v.info.labels))
 
     async def model_config(self, _r: Request, table: RouteTable, params: list[str]) -> Response:
-        key, info, platform = self._described(table, params[0])
-        batching = table.cfg.variants[key].batching if key else None
+        v = self.dp.model_view(table, params[0])
         max_inputs = table.cfg.limits.max_inputs
-        return json_response(
-            oip.model_config(key or GATEWAY_MODEL, platform, len(info.labels), max_inputs, batching)
-        )
+        return json_response(oip.model_config(v.name, v.platform, v.info.labels, max_inputs, v.batching))
 
     async def model_ready(self, _r: Request, table: RouteTable, params: list[str]) -> Response:
-        key = self._model(table, params[0]) or table.stable
+        key = model_key(table, params[0]) or table.stable
         ok = self.dp.is_ready(key)
         return json_response({"name": params[0], "ready": ok}, 200 if ok else 503)
 
     async def infer(self, request: Request, table: RouteTable, params: list[str]) -> Response:
         name = params[0]
-        pinned = self._model(table, name)
+        pinned = model_key(table, name)
         body = await read_body(request, table.cfg.limits.max_body_bytes)
         req = oip.decode_infer(body, request.headers.get(oip.HEADER_LENGTH), table.cfg.limits)
         # The routed model honours the pin header and the sticky key (read from the request's

@@ -13,7 +13,9 @@ JSON. Errors on ``/v2`` use the protocol's shape, ``{"error": "<message>"}`` (se
 
 from __future__ import annotations
 
+import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +31,9 @@ HEADER_LENGTH = "inference-header-content-length"
 _LEN = struct.Struct("<I")
 
 
-def metadata(name: str, versions: list[str], platform: str, label_count: int) -> dict[str, Any]:
+def metadata(name: str, versions: list[str], platform: str, labels: Sequence[str]) -> dict[str, Any]:
+    """Model metadata; the label table (the order of ``probabilities``' columns) is in the
+    protocol's ``properties`` map of strings, as a JSON list under ``labels``."""
     return {
         "name": name,
         "versions": versions,
@@ -37,20 +41,23 @@ def metadata(name: str, versions: list[str], platform: str, label_count: int) ->
         "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, label_count]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
         ],
+        "properties": {"labels": json.dumps(list(labels))},
     }
 
 
 def model_config(
-    name: str, platform: str, label_count: int, max_inputs: int, batching: Any | None
+    name: str, platform: str, labels: Sequence[str], max_inputs: int, batching: Any | None
 ) -> dict[str, Any]:
     """The model configuration extension (Triton's ``ModelConfig`` as JSON), which Triton's own
     tools (perf_analyzer) ask for before their first inference. ``max_batch_size`` 0: the texts of
     a request are its own first dimension (up to ``max_inputs``); how the gateway coalesces
     requests (``batching``: a variant's ``BatchingSpec``, None for the routed model) is stated in
-    ``parameters`` rather than as Triton's dynamic batcher, which it is not."""
-    params = {"max_inputs": str(max_inputs)}
+    ``parameters`` rather than as Triton's dynamic batcher, which it is not, and so is the label
+    table (``labels``, a JSON list: gRPC's model metadata has no field for it)."""
+    label_count = len(labels)
+    params = {"max_inputs": str(max_inputs), "labels": json.dumps(list(labels))}
     if batching is not None:
         params |= {
             "coalesced_batch_size": str(batching.max_batch_size),

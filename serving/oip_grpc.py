@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 
 from serving.admission import AdmissionControl
-from serving.dataplane import Dataplane, RouteTable
+from serving.dataplane import Dataplane, RouteTable, model_key
 from serving.errors_and_auth import ApiError, as_api_error
 from serving.metrics import SHED
 from serving.metrics_recording import GatewayMetrics
@@ -150,14 +150,6 @@ class GrpcApi:
             context.set_details(err.message)
         return empty
 
-    def _model(self, table: RouteTable, name: str) -> str | None:
-        if name in ("", GATEWAY_MODEL):
-            return None
-        if name in table.cfg.variants:
-            return name
-        known = [GATEWAY_MODEL, *sorted(table.cfg.variants)]
-        raise ApiError(404, "unknown_model", f"model {name!r} not found (known: {', '.join(known)})")
-
     # -- the service's methods ---------------------------------------------------------------
     async def ServerLive(self, _req: Any, _table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
         return _pb().ServerLiveResponse(live=True)
@@ -166,7 +158,7 @@ class GrpcApi:
         return _pb().ServerReadyResponse(ready=self.dp.is_ready(table.stable))
 
     async def ModelReady(self, req: Any, table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
-        key = self._model(table, req.name) or table.stable
+        key = model_key(table, req.name) or table.stable
         return _pb().ModelReadyResponse(ready=self.dp.is_ready(key))
 
     async def ServerMetadata(self, _req: Any, _table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
@@ -174,20 +166,16 @@ class GrpcApi:
 
     async def ModelMetadata(self, req: Any, table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
         pb = _pb()
-        key = self._model(table, req.name)
-        client = self.dp.variants.get(key or table.stable)
-        info = client.info if client is not None else None
-        if info is None:
-            raise ApiError(503, "unavailable", f"variant {key or table.stable} is not ready")
+        v = self.dp.model_view(table, req.name)
         t = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=req.name or GATEWAY_MODEL,
-            versions=[table.revision if key is None else str(info.version)],
-            platform="slimgate-router" if key is None else f"{info.backend}/{info.precision}",
+            versions=v.versions,
+            platform=v.platform,
             inputs=[t(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
             outputs=[
                 t(name="label", datatype="BYTES", shape=[-1]),
-                t(name="probabilities", datatype="FP32", shape=[-1, len(info.labels)]),
+                t(name="probabilities", datatype="FP32", shape=[-1, len(v.info.labels)]),
             ],
         )
 
@@ -195,22 +183,14 @@ class GrpcApi:
         from google.protobuf import json_format
         from tritonclient.grpc import model_config_pb2
 
-        key = self._model(table, req.name)
-        client = self.dp.variants.get(key or table.stable)
-        info = client.info if client is not None else None
-        if info is None:
-            raise ApiError(503, "unavailable", f"variant {key or table.stable} is not ready")
-        platform = f"{info.backend}/{info.precision}" if key else "slimgate-router"
-        batching = table.cfg.variants[key].batching if key else None
-        config = model_config(
-            key or GATEWAY_MODEL, platform, len(info.labels), table.cfg.limits.max_inputs, batching
-        )
+        v = self.dp.model_view(table, req.name)
+        config = model_config(v.name, v.platform, v.info.labels, table.cfg.limits.max_inputs, v.batching)
         # The same content as over HTTP, in the protocol's message.
         return _pb().ModelConfigResponse(config=json_format.ParseDict(config, model_config_pb2.ModelConfig()))
 
     async def ModelInfer(self, req: Any, table: RouteTable, md: dict[str, str]) -> Any:  # noqa: N802
         pb = _pb()
-        key = self._model(table, req.model_name)
+        key = model_key(table, req.model_name)
         texts = _texts(req, table.cfg.limits)
         wanted = [o.name for o in req.outputs] or list(OUTPUTS)
         unknown = [w for w in wanted if w not in OUTPUTS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -148,6 +149,8 @@ def test_v2_metadata_ready_and_infer_json(client):
     assert client.get("/v2/models").json() == {"models": ["slimgate", "canary", "stable"]}
     meta = client.get("/v2/models/canary").json()
     assert meta["name"] == "canary" and meta["versions"] == ["1"] and meta["outputs"][1]["shape"] == [-1, 3]
+    # The task's label table, in the order of the probabilities' columns (a map of strings).
+    assert json.loads(meta["properties"]["labels"]) == list(LABELS)
     assert client.get("/v2/models/canary/versions/1/ready").json() == {"name": "canary", "ready": True}
     body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a tree"]}]}
     r = client.post("/v2/models/canary/infer", json=body)
@@ -167,6 +170,7 @@ def test_the_model_configuration_is_what_triton_tools_ask_for(client):
         3,
     ]
     assert "coalesced_batch_size" not in cfg["parameters"] and cfg["parameters"]["max_inputs"]["string_value"]
+    assert json.loads(cfg["parameters"]["labels"]["string_value"]) == list(LABELS)
     variant = client.get("/v2/models/canary/versions/1/config").json()
     assert variant["name"] == "canary" and "coalesced_batch_size" in variant["parameters"]
     assert client.get("/v2/models/ghost/config").status_code == 404

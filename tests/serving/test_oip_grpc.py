@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import grpc
@@ -95,6 +96,8 @@ def test_health_and_metadata(api):
     config = _call(api, "ModelConfig", service_pb2.ModelConfigRequest(name="stable")).config
     assert config.name == "stable" and config.max_batch_size == 0 and list(config.output[1].dims) == [-1, 3]
     assert config.input[0].name == "text" and "coalesced_batch_size" in config.parameters
+    # gRPC's model metadata has no field for the label table; the config carries it.
+    assert json.loads(config.parameters["labels"].string_value) == list(LABELS)
 
 
 @pytest.mark.parametrize(
