@@ -17,7 +17,7 @@ never be edited by hand (``tests/helm`` fails when one is stale):
   (the single sources), embedded by the chart's PrometheusRule and dashboard ConfigMap; Helm
   only reads files inside the chart.
 
-What JSON Schema cannot say (the cross-field rules of ``serving/config.py``: weights summing to
+What JSON Schema cannot say (the cross-field rules of ``serving/config/``: weights summing to
 100, the stable variant being configured and carrying traffic, shadows being configured variants
 other than stable, replicas xor autoscaling, the autoscaling range, nothing of a deployment's own on
 a variant placed in the router, the gRPC port apart from the HTTP port) is checked by the chart's
