@@ -1,6 +1,7 @@
 """Changing a running gateway: find what it runs, apply a new config, put the old one back on failure.
 
-Shared by ``slimgate apply``, the demo and the rollout controller's service (:mod:`serving.controller.service`).
+Shared by ``slimgate apply``, the demo and the rollout controller's service
+(:mod:`serving.controller.service`).
 An apply is validated and pinned against the registry before anything is sent, audited under the
 controller's lock, confirmed (variants placed in the router report what they loaded) and, when
 the new revision does not come up, undone.

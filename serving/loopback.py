@@ -42,4 +42,4 @@ def install() -> None:
         return original(self, to_loopback(address))
 
     add_insecure_port._slimgate_loopback = True  # type: ignore[attr-defined]
-    _server.Server.add_insecure_port = add_insecure_port  # type: ignore[method-assign]
+    _server.Server.add_insecure_port = add_insecure_port

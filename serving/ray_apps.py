@@ -17,12 +17,14 @@ from serving.router import Router
 
 def router_app(args: dict[str, Any]):
     """Import path of the router application (its settings arrive as user_config)."""
-    return serve.deployment(Router, name=ROUTER_DEPLOYMENT).bind()
+    deployment: Any = serve.deployment(Router, name=ROUTER_DEPLOYMENT)  # typed as a decorator factory
+    return deployment.bind()
 
 
 def variant_app(args: dict[str, Any]):
     """Import path of one variant's application; ``args`` are its restart-worthy identity."""
-    return serve.deployment(VariantReplica, name=VARIANT_DEPLOYMENT).bind(
+    deployment: Any = serve.deployment(VariantReplica, name=VARIANT_DEPLOYMENT)
+    return deployment.bind(
         args["key"],
         args["ref"],
         args.get("registry"),

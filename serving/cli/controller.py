@@ -77,15 +77,17 @@ def fetch_text(url: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from serving.controller.api import ControllerAPI
     from serving.controller.service import ControllerMetrics, build, run
-    from serving.controller.sources import EmbeddedSource, PrometheusSource
+    from serving.controller.sources import EmbeddedSource, MetricsSource, PrometheusSource
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stop = threading.Event()
+    source: MetricsSource
     if args.prometheus:
         source = PrometheusSource(args.prometheus)
     else:
-        source = EmbeddedSource(lambda: fetch_text(args.embedded))
-        start_scraping(source, stop, args.interval or 1.0)
+        embedded = EmbeddedSource(lambda: fetch_text(args.embedded))
+        start_scraping(embedded, stop, args.interval or 1.0)
+        source = embedded
     metrics = ControllerMetrics()
     ctl = build(source, args.state, window_s=args.window, dashboard=args.dashboard, metrics=metrics)
     api = ControllerAPI(ctl, metrics, args.host, args.metrics_port).start()

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from serving import ray_rest
 from serving.config import (
@@ -190,7 +191,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         in_router = spec.get("placement", "router") == "router"
         # A variant placed in the router runs in each router replica; the others have an app each.
         app = router_app if in_router else apps.get(VARIANT_APP_PREFIX + key, {})
-        dep = next(iter((app.get("deployments") or {}).values()), {})
+        dep: dict[str, Any] = next(iter((app.get("deployments") or {}).values()), {})
         replicas = [r.get("state") for r in dep.get("replicas", [])]
         app_args = {} if in_router else (app.get("deployed_app_config") or {}).get("args", {})
         role = "stable" if key == gateway["routing"]["stable"] else ("shadow" if key in shadows else "")

@@ -109,7 +109,7 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
     from serving.cli.controller import fetch_text, print_audit, start_scraping
     from serving.controller.candidate import Phase
     from serving.controller.service import RayGateway
-    from serving.controller.sources import EmbeddedSource, PrometheusSource
+    from serving.controller.sources import EmbeddedSource, MetricsSource, PrometheusSource
     from serving.deployer import apply_config
     from serving.ops import local_prometheus
     from serving.tools.drill import ControllerThread, SteadyLoad, free_port, running_revision, watch
@@ -140,14 +140,16 @@ def live_rollout(url: str, metrics_port: int, workdir: Path, rate: float = 40.0)
             )
         except RuntimeError as err:  # e.g. port 9090 taken by a Prometheus of the user's
             print(f"\n(no local Prometheus for the drill: {str(err).splitlines()[0]})")
+    source: MetricsSource
     if prometheus is not None:
         source, where = PrometheusSource(prometheus.url), f"Prometheus at {prometheus.url}"
     else:
         import threading
 
-        source = EmbeddedSource(lambda: fetch_text(f"http://127.0.0.1:{metrics_port}/metrics"))
+        embedded = EmbeddedSource(lambda: fetch_text(f"http://127.0.0.1:{metrics_port}/metrics"))
         stop = threading.Event()
-        start_scraping(source, stop, 1.0)
+        start_scraping(embedded, stop, 1.0)
+        source = embedded
         where = "the gateway's own metrics (no Prometheus on this machine)"
     # The drill prints what the controller does; its own per-interval log would repeat it.
     logging.getLogger("slimgate.controller").setLevel(logging.WARNING)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.controller.candidate import CandidateState
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -132,12 +134,12 @@ def free_port() -> int:
 def watch(
     ctl,
     variant: str,
-    until: Callable[[object], bool],
+    until: Callable[[CandidateState], bool],
     timeout_s: float,
-    on_change: Callable[[object, float], None] = lambda _s, _t: None,
+    on_change: Callable[[CandidateState, float], None] = lambda _s, _t: None,
     since: float | None = None,
     revision: str | None = None,
-):
+) -> tuple[CandidateState | None, float]:
     """Poll the controller's stored state of ``variant`` until ``until(state)``; (state, seconds taken).
 
     ``on_change(state, seconds)`` is called whenever the phase or weight changes. None as the state
