@@ -27,6 +27,9 @@ class BuildContext:
     dataset: Dataset
     progress: bool = True
     built: dict[str, Manifest] = field(default_factory=dict)
+    # Answers of built variants, kept for the rest of this build: (variant ref, what was asked) ->
+    # probabilities. Two cascades over the same stages calibrate on the same validation texts.
+    answers: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:

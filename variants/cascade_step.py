@@ -60,6 +60,17 @@ def _probs(p: Predictor, texts: list[str], batch: int = 64) -> np.ndarray:
     return np.concatenate([p.predict_proba(texts[i : i + batch]) for i in range(0, len(texts), batch)])
 
 
+def _answers(ctx: BuildContext, name: str, texts: list[str], asked: str) -> np.ndarray:
+    """``name``'s probabilities on ``texts``, predicted once per build (see ``BuildContext.answers``)."""
+    key = (ctx.built[name].ref, asked)
+    if key not in ctx.answers:
+        threads = ctx.recipe.evaluation.threads
+        p = load_variant(name, ctx.built[name].version, registry=ctx.registry, threads=threads)
+        assert isinstance(p, Predictor)
+        ctx.answers[key] = _probs(p, texts)
+    return np.asarray(ctx.answers[key])
+
+
 def build_cascade(pair: CascadePair, ctx: BuildContext, out: Path) -> dict[str, Any]:
     """Choose the threshold on validation, write ``cascade.json``; the manifest fields it knows."""
     first_m, then_m = ctx.built[pair.first], ctx.built[pair.then]
@@ -68,15 +79,11 @@ def build_cascade(pair: CascadePair, ctx: BuildContext, out: Path) -> dict[str, 
     cfg = ctx.recipe.cascade
     val = ctx.dataset.validation.subsample(cfg.validation_examples, seed=0)
     texts, y = list(val.texts), np.asarray(val.label_ids)
-    threads = ctx.recipe.evaluation.threads
-    opened: dict[str, Predictor] = {}
-    for name in parents_of(pair):
-        p = load_variant(name, ctx.built[name].version, registry=ctx.registry, threads=threads)
-        assert isinstance(p, Predictor)
-        opened[name] = p
-    first_probs = _probs(opened[pair.first], texts)
-    then_pred = _probs(opened[pair.then], texts).argmax(axis=1)
-    reference = _probs(opened["teacher"], texts).argmax(axis=1) if "teacher" in opened else then_pred
+    asked = f"validation {val.content_hash}"
+    first_probs = _answers(ctx, pair.first, texts, asked)
+    then_pred = _answers(ctx, pair.then, texts, asked).argmax(axis=1)
+    has_teacher = "teacher" in parents_of(pair)
+    reference = _answers(ctx, "teacher", texts, asked).argmax(axis=1) if has_teacher else then_pred
     then_accuracy = float((then_pred == y).mean())
     kind, value = pair.target.kind, pair.target.value
     measures = MEASURES if pair.measure == "auto" else (pair.measure,)

@@ -280,3 +280,46 @@ def test_a_cascade_no_cheaper_than_its_second_stage_is_rejected_with_both_figure
     assert fine.gate.status == "passed" and fine.deployable and "not cheaper" not in fine.gate.reason
     assert f"{ratio:.2f}x its second stage" in fine.gate.reason
     assert fine.metrics["throughput_per_s"] == cascade.metrics["throughput_per_s"]
+
+
+def test_cascades_over_the_same_stages_predict_each_stage_once_per_build(
+    cascade_registry, tmp_path, monkeypatch
+):
+    """The quick recipe's two cascades share their stages: the second calibrates on the answers
+    the first one's build already has (the same validation texts), with the same thresholds."""
+    import shutil
+
+    from conftest import CASCADE_RECIPE
+
+    from variants import Registry, cascade_step
+    from variants.dataset import load_dataset
+    from variants.pipeline import build
+
+    shutil.copytree(cascade_registry, tmp_path, dirs_exist_ok=True)
+    pair = CASCADE_RECIPE["cascade"]["pairs"][0]
+    capped = {**pair, "name": "cascade-capped", "target": {"max_escalation": 0.2}}
+    recipe = parse_recipe(
+        {**CASCADE_RECIPE, "cascade": {**CASCADE_RECIPE["cascade"], "pairs": [pair, capped]}}
+    )
+    calls: list[int] = []
+    real = cascade_step._probs
+    monkeypatch.setattr(
+        cascade_step, "_probs", lambda p, texts, batch=64: calls.append(len(texts)) or real(p, texts, batch)
+    )
+    reg = Registry(tmp_path)
+    _, outcomes = build(
+        recipe, reg, dataset=load_dataset(), progress=False, force=frozenset({"cascade-capped"})
+    )
+    status = {o.name: o.status for o in outcomes}
+    assert status["cascade-capped"] == "built" and status["cascade-student-int8-to-teacher"] == "reused"
+    assert calls == [96, 96]  # student-int8 and the teacher, once each, for the rebuilt cascade
+    _, again = build(
+        recipe,
+        reg,
+        dataset=load_dataset(),
+        progress=False,
+        force=frozenset({"cascade-capped", "cascade-student-int8-to-teacher"}),
+    )
+    assert calls == [96, 96, 96, 96]  # a new build: asked again, once per stage for both cascades
+    first, second = (reg.get("cascade-capped", v).calibration for v in reg.versions("cascade-capped")[-2:])
+    assert first is not None and second is not None and first["threshold"] == second["threshold"]
