@@ -253,7 +253,7 @@ class HttpApi:
 
     # -- /v2 ------------------------------------------------------------------------------
     async def server_metadata(self, _r: Request, _t: RouteTable, _p: list[str]) -> Response:
-        return json_response({"name": "slimgate", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+        return json_response(oip.server_metadata(["binary_tensor_data", "model_configuration"]))
 
     async def live(self, _r: Request, _t: RouteTable, _p: list[str]) -> Response:
         return json_response({"live": True})

@@ -25,10 +25,26 @@ from serving.config import LimitsConfig
 from serving.errors_and_auth import ApiError
 from serving.requests import check_texts, decode_json
 
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slimgate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+SERVER = {"name": "slimgate", "version": _version()}
 INPUT_NAME = "text"
 OUTPUTS = ("label", "probabilities")
 HEADER_LENGTH = "inference-header-content-length"
 _LEN = struct.Struct("<I")
+
+
+def server_metadata(extensions: Sequence[str]) -> dict[str, Any]:
+    """The server metadata, the same on every surface but for the extensions that surface has."""
+    return {**SERVER, "extensions": list(extensions)}
 
 
 def metadata(name: str, versions: list[str], platform: str, labels: Sequence[str]) -> dict[str, Any]:

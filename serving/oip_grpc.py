@@ -29,7 +29,14 @@ from serving.errors_and_auth import ApiError, as_api_error
 from serving.metrics import SHED
 from serving.metrics_recording import GatewayMetrics
 from serving.names import GATEWAY_MODEL
-from serving.oip import INPUT_NAME, OUTPUTS, decode_bytes_elements, encode_bytes_elements, model_config
+from serving.oip import (
+    INPUT_NAME,
+    OUTPUTS,
+    decode_bytes_elements,
+    encode_bytes_elements,
+    model_config,
+    server_metadata,
+)
 from serving.requests import check_texts
 
 STATUS = {
@@ -162,7 +169,7 @@ class GrpcApi:
         return _pb().ModelReadyResponse(ready=self.dp.is_ready(key))
 
     async def ServerMetadata(self, _req: Any, _table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
-        return _pb().ServerMetadataResponse(name="slimgate", version="0.1.0", extensions=[])
+        return _pb().ServerMetadataResponse(**server_metadata(["model_configuration"]))
 
     async def ModelMetadata(self, req: Any, table: RouteTable, _md: dict[str, str]) -> Any:  # noqa: N802
         pb = _pb()

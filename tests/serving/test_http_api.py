@@ -133,6 +133,13 @@ def test_unknown_routes_and_methods(client):
 def test_the_server_metadata_path_answers_with_its_trailing_slash(client):
     plain, slashed = client.get("/v2"), client.get("/v2/")
     assert plain.status_code == slashed.status_code == 200 and plain.json() == slashed.json()
+    from importlib.metadata import version
+
+    assert plain.json() == {
+        "name": "slimgate",
+        "version": version("slimgate"),  # the installed package's, not a literal
+        "extensions": ["binary_tensor_data", "model_configuration"],
+    }
 
 
 def test_v2_errors_use_the_protocols_shape(client):

@@ -88,6 +88,14 @@ def test_routed_model_honours_pin_and_sticky_metadata(api):
 
 
 def test_health_and_metadata(api):
+    from importlib.metadata import version
+
+    server = _call(api, "ServerMetadata", service_pb2.ServerMetadataRequest())
+    assert (server.name, server.version, list(server.extensions)) == (
+        "slimgate",
+        version("slimgate"),
+        ["model_configuration"],  # binary tensor data is HTTP's extension; gRPC carries raw bytes anyway
+    )
     assert _call(api, "ServerLive", service_pb2.ServerLiveRequest()).live
     assert _call(api, "ServerReady", service_pb2.ServerReadyRequest()).ready
     assert _call(api, "ModelReady", service_pb2.ModelReadyRequest(name="canary")).ready
