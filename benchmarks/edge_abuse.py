@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import resource
 import time
 from typing import Any
 
-from benchmarks.gateway_harness import PORT, gateway_config, say, serving
+from benchmarks.gateway_harness import PORT, gateway_config, say, serving, write_figures
 from benchmarks.load import hey
 from variants.hardware import describe
 
@@ -144,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {row['p99_ms']:7.1f} ms {row['statuses']}  abuser {row['abuser']}  "
                 f"{'meets' if met else 'MISSES'} the target"
             )
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": describe(), "rows": rows}, f, indent=2)
+    write_figures(args.json, rows)
     return 0
 
 

@@ -26,6 +26,17 @@ GRPC_PORT = 19100
 TEXT_HEADERS = {"x-user-id": "benchmark-user"}
 
 
+def write_figures(path: str | None, rows: list[dict[str, Any]]) -> None:
+    """A benchmark's rows, with the machine they were measured on, as JSON at ``path`` (if given)."""
+    if path:
+        import json
+
+        from variants.hardware import describe
+
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"machine": describe(), "rows": rows}, f, indent=2)
+
+
 def say(text: str = "") -> None:
     print(text, flush=True)
 

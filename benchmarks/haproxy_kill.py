@@ -18,7 +18,6 @@ Before the keeper: 75% of requests failed for 30-33 s, 400-504 of them with 404.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import threading
@@ -27,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.gateway_harness import PORT, gateway_config, say, serving
+from benchmarks.gateway_harness import PORT, gateway_config, say, serving, write_figures
 from benchmarks.load import Load, hey
 from variants.hardware import describe
 
@@ -97,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['requests']} requests unanswered; answered {row['statuses']}; restarted by "
                 f"{row['restarted by']}; {'meets' if met else 'MISSES'} the target"
             )
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": describe(), "rows": rows}, f, indent=2)
+    write_figures(args.json, rows)
     return 0
 
 
